@@ -1,0 +1,35 @@
+# Every target sets up what it needs first (scripts/setup.sh is idempotent).
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup demo server test lint unit integration bench clean
+
+setup:
+	@scripts/setup.sh
+
+demo: setup  ## Janus + slot server (+ appliance later), prints where to watch
+	$(BIN)/cvh-camera demo
+
+server: setup  ## the slot server with config/server.yaml
+	$(BIN)/cvh-camera server --config config/server.yaml
+
+test: setup lint  ## everything CI runs: lint, type check, all tests
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: setup
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+bench: setup  ## benchmarks; figures go to bench/RESULTS.md by hand
+	$(BIN)/python bench/fanout.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

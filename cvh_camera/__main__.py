@@ -1,0 +1,5 @@
+import sys
+
+from cvh_camera.cli import main
+
+sys.exit(main())

@@ -1,0 +1,26 @@
+"""The `cvh-camera` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cvh-camera", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    from server import cli as server_cli
+
+    server_parser = commands.add_parser("server", help="run the slot server")
+    server_cli.add_arguments(server_parser)
+    server_parser.set_defaults(run=server_cli.run)
+
+    args = parser.parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

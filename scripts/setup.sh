@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a fresh Debian/Ubuntu machine:
+# system packages (Janus, Python venv support) and the project in .venv with its extras.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(janus python3-venv iproute2)
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing system packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The Debian package starts a system-wide Janus on the default ports; ours run on their own.
+if command -v systemctl >/dev/null && systemctl is-active --quiet janus 2>/dev/null; then
+    as_root systemctl disable --now janus >/dev/null 2>&1 || true
+fi
+
+PYTHON=${PYTHON:-python3}
+"$PYTHON" - <<'PY' || { echo "setup: Python 3.11 or newer is required" >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PY
+
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+    echo "setup: installing the project into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -m pip install -q -e '.[test,bench]' 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -c "import server, socketio, aiohttp, aiortc" # fail loudly if the install did
+    touch "$stamp"
+fi

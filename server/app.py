@@ -1,0 +1,145 @@
+"""The slot server's aiohttp application: `create_app(config)` builds and wires everything.
+
+Every background task (socket.io outbox, notify writer, Janus room, controller input) is
+started and stopped by a cleanup context of the app; shutdown first tells receivers
+`remove_all_feeds`, then destroys the Janus room and session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import IO, Any
+
+import socketio
+from aiohttp import web
+
+from server.config import ServerConfig
+from server.controller import ControllerInput, handle_line
+from server.janus_room import JanusRoom
+from server.notify import NoNotify, NotifyFile
+from server.outbox import SocketOutbox
+from server.service import SlotService
+from server.slots import SlotTable
+from server.socketio_handlers import register_handlers
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", ServerConfig)
+SERVICE = web.AppKey("service", SlotService)
+ROOM = web.AppKey("room", JanusRoom)
+SIO = web.AppKey("sio", socketio.AsyncServer)
+OUTBOX = web.AppKey("outbox", SocketOutbox)
+
+
+def create_app(
+    config: ServerConfig,
+    *,
+    controller_stream: IO[bytes] | IO[str] | None = None,
+) -> web.Application:
+    """Build the app. `controller_stream` defaults to stdin when `config.read_stdin`."""
+    app = web.Application()
+    origins: Any = "*" if "*" in config.cors_allowed_origins else list(config.cors_allowed_origins)
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        cors_allowed_origins=origins,
+        async_handlers=False,  # one client's events are handled in the order it sent them
+        logger=False,
+        engineio_logger=False,
+    )
+    _attach(sio, app, config.socketio_path)
+
+    table = SlotTable(config.slots, config.janus.bitrate)
+    outbox = SocketOutbox(sio)
+    notifier: NotifyFile | NoNotify = (
+        NotifyFile(Path(config.notify_path)) if config.notify_path else NoNotify()
+    )
+    room = JanusRoom(config.janus, config.slots, on_lost=lambda: service.janus_lost())
+    service = SlotService(table, outbox, notifier, room)
+    for preset in config.preactivated:
+        service.activate_slot(preset.slot, preset.token, preset.annotation)
+    register_handlers(sio, service)
+
+    app[CONFIG], app[SERVICE], app[ROOM], app[SIO], app[OUTBOX] = config, service, room, sio, outbox
+    app.cleanup_ctx.append(_task_ctx("socket.io outbox", outbox.run))
+    if isinstance(notifier, NotifyFile):
+        app.cleanup_ctx.append(_notify_ctx(notifier))
+    app.cleanup_ctx.append(_room_ctx(room))
+    if controller_stream is None and config.read_stdin:
+        controller_stream = sys.stdin
+    if controller_stream is not None:
+        reader = ControllerInput(controller_stream, lambda line: handle_line(service, line))
+        app.cleanup_ctx.append(_task_ctx("controller input", reader.run))
+    app.on_shutdown.append(_say_goodbye)
+    app.router.add_get("/healthz", _health)
+    return app
+
+
+def _attach(sio: socketio.AsyncServer, app: web.Application, path: str) -> None:
+    """Serve socket.io at `path`, with and without the trailing slash clients differ on."""
+    sio.attach(app, socketio_path=path)
+    bare = "/" + path.strip("/")
+    for method in ("GET", "POST", "OPTIONS"):
+        app.router.add_route(method, bare, sio.eio.handle_request)
+
+
+def _task_ctx(
+    name: str, run: Callable[[], Coroutine[Any, Any, None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task: asyncio.Task[None] = asyncio.create_task(run(), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
+def _notify_ctx(notifier: NotifyFile) -> Callable[[web.Application], AsyncIterator[None]]:
+    run = _task_ctx("notify file", notifier.run)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async for _ in run(app):
+            yield
+        notifier.flush()
+
+    return ctx
+
+
+def _room_ctx(room: JanusRoom) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        room.start()
+        yield
+        await room.close()
+
+    return ctx
+
+
+async def _say_goodbye(app: web.Application) -> None:
+    """Tell receivers, then close every connection so shutdown need not wait for them.
+
+    Closing at the Engine.IO level (not a socket.io disconnect) lets clients reconnect by
+    themselves to the next server, as they did when the original server exited.
+    """
+    app[SERVICE].shutting_down()
+    await app[OUTBOX].drain()
+    engineio_server = app[SIO].eio
+    if engineio_server.sockets:
+        await engineio_server.disconnect()
+
+
+async def _health(request: web.Request) -> web.Response:
+    app = request.app
+    service = app[SERVICE]
+    body = {
+        "janus": app[ROOM].status(),
+        "slots": service.table.count,
+        "activated": [s.index for s in service.table if s.active],
+        "feeds": {k: v["feedId"] for k, v in service.query_state().items()},
+    }
+    return web.json_response(body)

@@ -1,0 +1,63 @@
+"""`cvh-camera server`: run the slot server from our YAML, or from the legacy JSON + environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from server.app import create_app
+from server.config import ConfigError, ServerConfig, describe, load_server_config
+from server.legacy_config import load_legacy_config
+from wire.logsetup import setup_logging
+
+log = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML configuration (config/server.yaml documents every key). Without it, "
+        "CONFIG_PATH names the original server's JSON configuration.",
+    )
+    parser.add_argument("--port", type=int, help="override listen.port")
+
+
+def load(args: argparse.Namespace, environ: dict[str, str]) -> ServerConfig:
+    if args.config is not None:
+        return load_server_config(args.config, environ)
+    legacy_path = environ.get("CONFIG_PATH", "")
+    if legacy_path or any(k.startswith("CVH_CAMERA_CONFIG_") for k in environ):
+        config, warnings = load_legacy_config(legacy_path, environ)
+        for warning in warnings:
+            log.warning("legacy config: %s", warning)
+        return config
+    log.info("no --config and no CONFIG_PATH: using defaults")
+    return ServerConfig()
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging("info")
+    environ = dict(os.environ)
+    try:
+        config = load(args, environ)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.port is not None:
+        from dataclasses import replace
+
+        config = replace(config, port=args.port)
+    setup_logging(config.log_level)
+    log.info("starting slot server: %s", describe(config))
+    app = create_app(config)
+    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+    return 0

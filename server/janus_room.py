@@ -1,0 +1,251 @@
+"""The slot server's Janus VideoRoom (PROTOCOL.md §4): create, keep, re-create, destroy.
+
+`JanusRoom` owns a supervisor task: connect a session, attach the VideoRoom plugin, replace
+any old room with ours, then wait until the session is lost. On loss it tells the service
+(feeds died with Janus) and reconnects with capped backoff, while socket.io goes on serving.
+Bitrate and pin changes are queued and sent by a worker task the room also owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from server.config import JanusSettings
+from wire.backoff import Backoff
+from wire.janus import JanusError, JanusHandle, JanusSession, JanusUnavailable, send_plugin_message
+from wire.secrets import mask
+
+log = logging.getLogger(__name__)
+
+NO_SUCH_ROOM = 426
+VIDEO_CODECS = "h264,vp8"  # H.264 first: the appliance sends the camera's hardware H.264
+H264_PROFILE = "42e01f"  # constrained baseline, what every browser decodes
+
+
+class RoomState(enum.Enum):
+    CONNECTING = "connecting"
+    READY = "ready"
+    DOWN = "down"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class _Bitrate:
+    slot: int
+    session_id: int
+    handle_id: int
+    bitrate: int
+
+
+@dataclass(frozen=True)
+class _EditPin:
+    pin: str
+
+
+class JanusRoom:
+    def __init__(
+        self,
+        settings: JanusSettings,
+        publishers: int,
+        *,
+        on_lost: Callable[[], None],
+        backoff: Backoff | None = None,
+        request_timeout: float = 10.0,
+    ) -> None:
+        self._settings = settings
+        self._publishers = publishers
+        self._on_lost = on_lost
+        self._backoff = backoff or Backoff(initial=0.5, maximum=10.0)
+        self._timeout = request_timeout
+        self._pin = settings.pin
+        self.state = RoomState.CONNECTING
+        self.last_error = ""
+        self._ready = asyncio.Event()
+        self._requests: asyncio.Queue[_Bitrate | _EditPin] = asyncio.Queue()
+        self._http: aiohttp.ClientSession | None = None
+        self._session: JanusSession | None = None
+        self._handle: JanusHandle | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._http = aiohttp.ClientSession()
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name="janus-room"),
+            asyncio.create_task(self._work(), name="janus-room-requests"),
+        ]
+
+    async def close(self) -> None:
+        """Destroy the room and the session; stop the tasks. Idempotent, never hangs."""
+        if self.state is RoomState.CLOSED:
+            return
+        self.state = RoomState.CLOSED
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._handle is not None and self._session is not None and not self._session.lost:
+            try:
+                await self._destroy_room(self._handle)
+            except (JanusError, JanusUnavailable, aiohttp.ClientError, TimeoutError) as error:
+                log.warning(
+                    "janus room destroy failed room=%d error=%s", self._settings.room, error
+                )
+        await self._drop_session()
+        if self._http is not None:
+            await self._http.close()
+        log.info("janus room closed room=%d", self._settings.room)
+
+    async def wait_ready(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state.value, "room": self._settings.room, "error": self.last_error}
+
+    # ------------------------------------------------------- service requests
+
+    def apply_bitrate(self, slot: int, session_id: int, handle_id: int, bitrate: int) -> None:
+        self._requests.put_nowait(_Bitrate(slot, session_id, handle_id, bitrate))
+
+    def edit_pin(self, pin: str) -> None:
+        self._pin = pin  # a re-created room gets it too
+        self._requests.put_nowait(_EditPin(pin))
+
+    # ------------------------------------------------------------- internals
+
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                await self._connect()
+                reason = await self._session.wait_lost() if self._session else None
+                self._lost(f"session lost: {reason}")
+            except (JanusError, JanusUnavailable, aiohttp.ClientError, TimeoutError) as error:
+                self._lost(f"{type(error).__name__}: {error}")
+            except Exception as error:  # one broad catch per task loop: log, retry
+                log.exception("janus room supervisor failed")
+                self._lost(f"unexpected: {error}")
+            await self._drop_session()
+            delay = self._backoff.next_delay()
+            log.info("janus reconnect in %.1fs url=%s", delay, self._settings.url)
+            await asyncio.sleep(delay)
+
+    async def _connect(self) -> None:
+        if self._http is None:
+            raise RuntimeError("JanusRoom.start() was not called")
+        self.state = RoomState.CONNECTING
+        self._session = await JanusSession.create(self._http, self._settings.url)
+        self._handle = await self._session.attach("janus.plugin.videoroom")
+        await self._destroy_room(self._handle)
+        await self._handle.request(self._create_body())
+        self.state = RoomState.READY
+        self.last_error = ""
+        self._backoff.reset()
+        self._ready.set()
+        log.info(
+            "janus room ready room=%d publishers=%d codecs=%s pin=%s session=%d",
+            self._settings.room,
+            self._publishers,
+            VIDEO_CODECS,
+            mask(self._pin) if self._pin else "none",
+            self._session.id,
+        )
+
+    def _create_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "request": "create",
+            "room": self._settings.room,
+            "description": f"CVH-Camera room {self._settings.room}",
+            "publishers": self._publishers,
+            "bitrate": self._settings.bitrate,
+            "secret": self._settings.secret,
+            "videocodec": VIDEO_CODECS,
+            "h264_profile": H264_PROFILE,
+            "audiocodec": "opus",
+            "permanent": False,
+        }
+        if self._pin:
+            body["pin"] = self._pin
+        if self._settings.admin_key:
+            body["admin_key"] = self._settings.admin_key
+        return body
+
+    async def _destroy_room(self, handle: JanusHandle) -> None:
+        """Destroy our room number in Janus; a room that does not exist is fine."""
+        request = {
+            "request": "destroy",
+            "room": self._settings.room,
+            "secret": self._settings.secret,
+        }
+        try:
+            await handle.request(request)
+        except JanusError as error:
+            if error.code != NO_SUCH_ROOM:
+                raise
+            return
+        log.info("janus room destroyed room=%d", self._settings.room)
+
+    def _lost(self, reason: str) -> None:
+        was_ready = self.state is RoomState.READY
+        self.state = RoomState.DOWN
+        self._ready.clear()
+        self.last_error = reason
+        if was_ready:
+            log.error(
+                "janus lost url=%s reason=%s; socket.io keeps serving, feeds removed, reconnecting",
+                self._settings.url,
+                reason,
+            )
+            self._on_lost()
+        else:
+            log.warning("janus unreachable url=%s reason=%s", self._settings.url, reason)
+
+    async def _drop_session(self) -> None:
+        session, self._session, self._handle = self._session, None, None
+        if session is not None:
+            await session.destroy()
+
+    async def _work(self) -> None:
+        while True:
+            request = await self._requests.get()
+            try:
+                if isinstance(request, _Bitrate):
+                    await self._send_bitrate(request)
+                else:
+                    await self._send_pin(request)
+            except (JanusError, JanusUnavailable, aiohttp.ClientError, TimeoutError) as error:
+                log.warning(
+                    "janus request failed request=%s error=%s", type(request).__name__, error
+                )
+            except Exception:
+                log.exception("janus request failed")
+
+    async def _send_bitrate(self, request: _Bitrate) -> None:
+        if self._http is None:
+            return
+        body = {"request": "configure", "bitrate": request.bitrate}
+        await send_plugin_message(
+            self._http, self._settings.url, request.session_id, request.handle_id, body
+        )
+        log.info("janus bitrate set slot=%d bitrate=%d", request.slot, request.bitrate)
+
+    async def _send_pin(self, request: _EditPin) -> None:
+        handle = self._handle
+        if handle is None or self.state is not RoomState.READY:
+            log.info("janus not ready: the new pin applies when the room is created")
+            return
+        body = {
+            "request": "edit",
+            "room": self._settings.room,
+            "secret": self._settings.secret,
+            "new_pin": request.pin,
+        }
+        await handle.request(body)
+        log.info("janus room pin changed room=%d pin=%s", self._settings.room, mask(request.pin))
