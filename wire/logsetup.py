@@ -1,4 +1,4 @@
-"""Logging for both commands: one line per event; no timestamps under systemd (journald has them)."""
+"""Logging setup: one line per event; under systemd no timestamps (journald adds them)."""
 
 from __future__ import annotations
 

@@ -7,21 +7,22 @@ already know, without the log giving it away:
 length             shown                        example
 =================  ===========================  ============
 0                  ``''``                       ``''``
-1 … 6              ``***``                      ``***``
-7 … 11             first 2 + ``…`` + last 2     ``se…et``
-12 and more        first 3 + ``…`` + last 4     ``tok…a1f3``
+1 … 8              ``***``                      ``***``
+9 … 15             first 2 + ``…`` + last 2     ``se…et``
+16 and more        first 3 + ``…`` + last 4     ``tok…a1f3``
 =================  ===========================  ============
 
-Short secrets show nothing at all: revealing any character of a six-character pin
-would make guessing it much easier. The length is counted in characters (code points).
+Short secrets show nothing at all: revealing any character of an eight-character pin
+would make guessing it much easier; longer ones show less than half of themselves.
+The length is counted in characters (code points).
 """
 
 from __future__ import annotations
 
 __all__ = ["mask"]
 
-_HIDDEN_UP_TO = 6
-_LONG_FROM = 12
+_HIDDEN_UP_TO = 8
+_LONG_FROM = 16
 
 
 def mask(secret: str) -> str:

@@ -32,7 +32,10 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) ->
 
 def server_config(janus: LocalJanus, tmp_path: Path, **overrides: Any) -> ServerConfig:
     settings = JanusSettings(
-        url=janus.http_url, room=overrides.pop("room", 1000), admin_key=janus.admin_key
+        url=janus.http_url,
+        room=overrides.pop("room", 1000),
+        pin=overrides.pop("janus_pin", ""),
+        admin_key=janus.admin_key,
     )
     base = ServerConfig(
         host="127.0.0.1",

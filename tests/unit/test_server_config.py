@@ -92,17 +92,35 @@ log: {level: debug}
         preactivated=(PreactivatedSlot(7, "abc", "<b>Board</b>"),),
         notify_path="/run/cvh/notify",
         read_stdin=False,
-        janus=JanusSettings("https://janus.example/janus", 1234, "s3cret", "0042", "adm", 0, "/janus"),
+        janus=JanusSettings(
+            "https://janus.example/janus", 1234, "s3cret", "0042", "adm", 0, "/janus"
+        ),
         log_level="debug",
     )
 
 
 # --- bad files: the exact problem text ---
 
+P0 = "slots.preactivated[0]"
+SHAPE = "{slot, token | token_file | token_env, annotation}"
+ONE_OF = "expected exactly one of token, token_file, token_env; got"
+LEVELS = "expected one of debug, info, warning, error"
+SECTIONS = "listen, socketio, slots, controller, janus, log"
+
+
+def pre(*entries: str) -> str:
+    """A slots section preactivating ``entries``."""
+    return f"slots: {{preactivated: [{', '.join(entries)}]}}"
+
+
 BAD = [
     ("janus: {rooom: 1000}", "janus.rooom: unknown key, did you mean 'room'?"),
     ("janis: {}", "janis: unknown key, did you mean 'janus'?"),
-    ("listen: {prt: 1, zzz: 2}", "listen.prt: unknown key, did you mean 'port'?\nserver.yaml: listen.zzz: unknown key; expected one of: host, port"),
+    (
+        "listen: {prt: 1, zzz: 2}",
+        "listen.prt: unknown key, did you mean 'port'?\n"
+        "server.yaml: listen.zzz: unknown key; expected one of: host, port",
+    ),
     ("controller: {zzz: 1}", "controller.zzz: unknown key; expected one of: stdin, notify_path"),
     ("listen: {port: '5000'}", "listen.port = '5000': expected an integer 1..65535, got string"),
     ("listen: {port: true}", "listen.port = true: expected an integer 1..65535, got boolean"),
@@ -112,15 +130,22 @@ BAD = [
     ("listen: {host: ''}", "listen.host = '': expected a non-empty string"),
     ("listen: 5000", "listen = 5000: expected a mapping with keys host, port, got integer"),
     ("janus: {room: abc}", "janus.room = 'abc': expected an integer 1..2^53-1, got string"),
-    ("janus: {room: 9007199254740992}", "janus.room = 9007199254740992: expected an integer 1..2^53-1"),
+    ("janus: {room: 0}", "janus.room = 0: expected an integer 1..2^53-1"),
+    (
+        "janus: {room: 9007199254740992}",
+        "janus.room = 9007199254740992: expected an integer 1..2^53-1",
+    ),
     ("janus: {bitrate: -1}", "janus.bitrate = -1: expected an integer 0..4294967295"),
-    ("janus: {url: 'ws://h/janus'}", "janus.url = 'ws://h/janus': expected an http:// or https:// URL"),
+    ("janus: {url: 'ws://h/j'}", "janus.url = 'ws://h/j': expected an http:// or https:// URL"),
     ("janus: {pin: 1234}", "janus.pin = ***: expected a string, got integer (put it in quotes)"),
-    ("janus: {secret: no}", "janus.secret = ***: expected a string, got boolean (put it in quotes)"),
+    (
+        "janus: {secret: no}",
+        "janus.secret = ***: expected a string, got boolean (put it in quotes)",
+    ),
     ("janus: {browser_url: null}", "janus.browser_url = null: expected a string, got null"),
     ("slots: {count: 0}", "slots.count = 0: expected an integer 1..64"),
     ("slots: {count: 65}", "slots.count = 65: expected an integer 1..64"),
-    ("socketio: {path: socket.io}", "socketio.path = 'socket.io': expected a path starting with '/'"),
+    ("socketio: {path: sio}", "socketio.path = 'sio': expected a path starting with '/'"),
     (
         "socketio: {cors_allowed_origins: https://a.example}",
         "socketio.cors_allowed_origins = 'https://a.example': expected '*' or a list of origins"
@@ -132,39 +157,92 @@ BAD = [
         " origins; every origin a non-empty string",
     ),
     ("controller: {stdin: 'yes'}", "controller.stdin = 'yes': expected true or false, got string"),
-    ("controller: {notify_path: 5}", "controller.notify_path = 5: expected a string, got integer (put it in quotes)"),
-    ("log: {level: INFO}", "log.level = 'INFO': expected one of debug, info, warning, error, did you mean 'info'?"),
-    ("log: {level: warn}", "log.level = 'warn': expected one of debug, info, warning, error, did you mean 'warning'?"),
-    ("- listen", "server.yaml: expected a mapping with keys listen, socketio, slots, controller, janus, log, got list"),
-    # preactivated slots and their tokens
-    ("slots: {preactivated: {slot: 0}}", "slots.preactivated = {'slot': 0}: expected a list of {slot, token | token_file | token_env, annotation}, got mapping"),
-    ("slots: {preactivated: [null]}", "slots.preactivated[0] = null: expected a mapping {slot, token | token_file | token_env, annotation}, got null"),
-    ("slots: {preactivated: [{slot: 0}]}", "slots.preactivated[0]: expected exactly one of token, token_file, token_env; got none"),
-    ("slots: {preactivated: [{slot: 0, token: abcdefgh, token_env: X}]}", "slots.preactivated[0]: expected exactly one of token, token_file, token_env; got token, token_env"),
-    ("slots: {preactivated: [{token: abcdefgh}]}", "slots.preactivated[0].slot: missing; expected an integer 0..3 (slots.count is 4)"),
-    ("slots: {preactivated: [{slot: 4, token: abcdefgh}]}", "slots.preactivated[0].slot = 4: expected an integer 0..3 (slots.count is 4)"),
-    ("slots: {count: 2, preactivated: [{slot: '1', token: abcdefgh}]}", "slots.preactivated[0].slot = '1': expected an integer 0..1 (slots.count is 2), got string"),
-    ("slots: {count: 99, preactivated: [{slot: 99, token: abcdefgh}]}", "slots.count = 99: expected an integer 1..64\nserver.yaml: slots.preactivated[0].slot = 99: expected an integer 0..63"),
-    ("slots: {preactivated: [{slot: 0, token: ' '}]}", "slots.preactivated[0].token = ***: expected a non-empty string"),
-    ("slots: {preactivated: [{slot: 0, token: 123456789012}]}", "slots.preactivated[0].token = 123…9012: expected a non-empty string, got integer (put it in quotes)"),
-    ("slots: {preactivated: [{slot: 0, tokn: abcdefgh}]}", "slots.preactivated[0].tokn: unknown key, did you mean 'token'?\nserver.yaml: slots.preactivated[0]: expected exactly one of token, token_file, token_env; got none"),
-    ("slots: {preactivated: [{slot: 0, token: abcdefgh, annotation: 5}]}", "slots.preactivated[0].annotation = 5: expected a string (HTML) or null, got integer"),
     (
-        "slots: {preactivated: [{slot: 1, token: abcdefgh}, {slot: 1, token: ijklmnop}]}",
-        "slots.preactivated[1].slot = 1: duplicate: slot 1 is already preactivated in slots.preactivated[0]",
+        "controller: {notify_path: 5}",
+        "controller.notify_path = 5: expected a string, got integer (put it in quotes)",
     ),
-    ("slots: {preactivated: [{slot: 0, token_env: CVH_UNSET}]}", "slots.preactivated[0].token_env = 'CVH_UNSET': environment variable is not set"),
-    ("slots: {preactivated: [{slot: 0, token_env: CVH_BLANK}]}", "slots.preactivated[0].token_env = 'CVH_BLANK': environment variable is empty"),
-    ("slots: {preactivated: [{slot: 0, token_env: ''}]}", "slots.preactivated[0].token_env = '': expected a non-empty string"),
-    ("slots: {preactivated: [{slot: 0, token_file: missing.token}]}", "slots.preactivated[0].token_file = 'missing.token': cannot read {dir}/missing.token: No such file or directory"),
-    ("slots: {preactivated: [{slot: 0, token_file: empty.token}]}", "slots.preactivated[0].token_file = 'empty.token': {dir}/empty.token is empty"),
-    ("slots: {preactivated: [{slot: 0, token_file: two.token}]}", "slots.preactivated[0].token_file = 'two.token': {dir}/two.token holds more than one line"),
-    ("slots: {preactivated: [{slot: 0, token_file: .}]}", "slots.preactivated[0].token_file = '.': cannot read {dir}: not a regular file"),
+    ("log: {level: INFO}", f"log.level = 'INFO': {LEVELS}, did you mean 'info'?"),
+    ("log: {level: warn}", f"log.level = 'warn': {LEVELS}, did you mean 'warning'?"),
+    ("- listen", f"server.yaml: expected a mapping with keys {SECTIONS}, got list"),
+    # preactivated slots and their tokens
+    (
+        "slots: {preactivated: {slot: 0}}",
+        f"slots.preactivated = {{'slot': 0}}: expected a list of {SHAPE}, got mapping",
+    ),
+    (pre("null"), f"{P0} = null: expected a mapping {SHAPE}, got null"),
+    (pre("{slot: 0}"), f"{P0}: {ONE_OF} none"),
+    (pre("{slot: 0, token: abcdefgh, token_env: X}"), f"{P0}: {ONE_OF} token, token_env"),
+    (pre("{token: abcdefgh}"), f"{P0}.slot: missing; expected an integer 0..3 (slots.count is 4)"),
+    (pre("{slot: 4, token: abc}"), f"{P0}.slot = 4: expected an integer 0..3 (slots.count is 4)"),
+    (
+        "slots: {count: 2, preactivated: [{slot: '1', token: abcdefgh}]}",
+        f"{P0}.slot = '1': expected an integer 0..1 (slots.count is 2), got string",
+    ),
+    (
+        "slots: {count: 99, preactivated: [{slot: 99, token: abcdefgh}]}",
+        f"slots.count = 99: expected an integer 1..64\n"
+        f"server.yaml: {P0}.slot = 99: expected an integer 0..63",
+    ),
+    (pre("{slot: 0, token: ' '}"), f"{P0}.token = ***: expected a non-empty string"),
+    (
+        pre("{slot: 0, token: 123456789012}"),
+        f"{P0}.token = 12…12: expected a non-empty string, got integer (put it in quotes)",
+    ),
+    (
+        pre("{slot: 0, tokn: abcdefgh}"),
+        f"{P0}.tokn: unknown key, did you mean 'token'?\nserver.yaml: {P0}: {ONE_OF} none",
+    ),
+    (
+        pre("{slot: 0, token: abcdefgh, annotation: 5}"),
+        f"{P0}.annotation = 5: expected a string (HTML) or null, got integer",
+    ),
+    (
+        pre("{slot: 1, token: abcdefgh}", "{slot: 1, token: ijklmnop}"),
+        "slots.preactivated[1].slot = 1: duplicate: slot 1 is already preactivated in"
+        " slots.preactivated[0]",
+    ),
+    (
+        pre("{slot: 0, token_env: CVH_UNSET}"),
+        f"{P0}.token_env = 'CVH_UNSET': environment variable is not set",
+    ),
+    (
+        pre("{slot: 0, token_env: CVH_BLANK}"),
+        f"{P0}.token_env = 'CVH_BLANK': environment variable is empty",
+    ),
+    (pre("{slot: 0, token_env: ''}"), f"{P0}.token_env = '': expected a non-empty string"),
+    (
+        pre("{slot: 0, token_file: missing.token}"),
+        f"{P0}.token_file = 'missing.token': cannot read {{dir}}/missing.token:"
+        " No such file or directory",
+    ),
+    (
+        pre("{slot: 0, token_file: empty.token}"),
+        f"{P0}.token_file = 'empty.token': {{dir}}/empty.token is empty",
+    ),
+    (
+        pre("{slot: 0, token_file: two.token}"),
+        f"{P0}.token_file = 'two.token': {{dir}}/two.token holds more than one line",
+    ),
+    (
+        pre("{slot: 0, token_file: .}"),
+        f"{P0}.token_file = '.': cannot read {{dir}}: not a regular file",
+    ),
     # the file itself
-    ("janus: {room: 1000", "server.yaml: invalid YAML at line 1, column 19: expected ',' or '}', but got '<stream end>' (while parsing a flow mapping)"),
-    ("janus: {}\njanus: {}\n", "server.yaml: invalid YAML at line 2, column 1: duplicate key 'janus'"),
-    ("\tlisten: {}", "server.yaml: invalid YAML at line 1, column 1: found character '\\t' that cannot start any token (while scanning for the next token)"),
-]  # fmt: skip
+    (
+        "janus: {room: 1000",
+        "server.yaml: invalid YAML at line 1, column 19: expected ',' or '}', but got"
+        " '<stream end>' (while parsing a flow mapping)",
+    ),
+    (
+        "janus: {}\njanus: {}\n",
+        "server.yaml: invalid YAML at line 2, column 1: duplicate key 'janus'",
+    ),
+    (
+        "\tlisten: {}",
+        "server.yaml: invalid YAML at line 1, column 1: found character '\\t' that cannot start"
+        " any token (while scanning for the next token)",
+    ),
+]
 
 
 @pytest.mark.parametrize(("text", "expected"), BAD, ids=[text for text, _ in BAD])
@@ -294,7 +372,7 @@ def test_describe_masks_every_secret() -> None:
 def test_describe_defaults() -> None:
     assert describe(ServerConfig()) == (
         "listen=0.0.0.0:5000 socketio_path=/socket.io cors=* slots=4 preactivated=none "
-        "stdin=on notify=none janus=http://127.0.0.1:8088/janus room=1000 secret=de…lt "
+        "stdin=on notify=none janus=http://127.0.0.1:8088/janus room=1000 secret=*** "
         "pin='' admin_key='' bitrate=128000 browser_url=auto log=info"
     )
     assert describe(ServerConfig(host="::")).startswith("listen=[::]:5000 ")
@@ -308,7 +386,8 @@ slots:
     - {{slot: 5, token: {LONG_TOKEN}}}
     - {{slot: 5, token: [{LONG_TOKEN}]}}
     - {{slot: 0, token: {LONG_TOKEN}, token_env: X}}
-janus: {{secret: [{LONG_TOKEN}], pin: 98765432, admin_key: {{k: {LONG_TOKEN}}}, secrett: {LONG_TOKEN}}}
+janus:
+  {{secret: [{LONG_TOKEN}], pin: 98765432, admin_key: {{k: {LONG_TOKEN}}}, secrett: {LONG_TOKEN}}}
 """
     message = "\n".join(problems_of(text))
     assert LONG_TOKEN not in message
@@ -319,8 +398,9 @@ janus: {{secret: [{LONG_TOKEN}], pin: 98765432, admin_key: {{k: {LONG_TOKEN}}}, 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=20,
 )
 entry_keys = st.sampled_from(["slot", "token", "token_file", "token_env", "annotation", "tok"])
@@ -331,7 +411,10 @@ sections = st.fixed_dictionaries(
         "listen": st.dictionaries(st.sampled_from(["host", "port", "x"]), json_values),
         "slots": st.fixed_dictionaries(
             {},
-            optional={"count": st.integers(-2, 70) | json_values, "preactivated": st.lists(entries)},
+            optional={
+                "count": st.integers(-2, 70) | json_values,
+                "preactivated": st.lists(entries),
+            },
         ),
         "janus": st.dictionaries(st.sampled_from(["url", "room", "pin", "bitrate"]), json_values),
         "socketio": st.dictionaries(st.sampled_from(["path", "cors_allowed_origins"]), json_values),
@@ -362,10 +445,10 @@ def test_any_data_gives_a_config_or_a_config_error(data: object, environ: dict[s
     [
         ("", "''"),
         ("a", "***"),
-        ("123456", "***"),
-        ("1234567", "12…67"),
-        ("abcdefghijk", "ab…jk"),
-        ("abcdefghijkl", "abc…ijkl"),
+        ("12345678", "***"),
+        ("123456789", "12…89"),
+        ("abcdefghijklmno", "ab…no"),
+        ("abcdefghijklmnop", "abc…mnop"),
         (LONG_TOKEN, "tok…a1f3"),
     ],
 )
@@ -376,6 +459,6 @@ def test_mask(secret: str, shown: str) -> None:
 @given(st.text())
 def test_mask_never_shows_most_of_a_secret(secret: str) -> None:
     shown = mask(secret).replace("…", "")
-    assert len(shown) <= max(3, len(secret) * 2 // 3)
-    if len(secret) > 6:
+    assert len(shown) <= max(3, (len(secret) - 1) // 2)
+    if len(secret) > 8:
         assert secret not in mask(secret)
