@@ -17,6 +17,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_cli.add_arguments(server_parser)
     server_parser.set_defaults(run=server_cli.run)
 
+    from cvh_camera import demo
+
+    demo_parser = commands.add_parser("demo", help="local Janus + slot server, to try it out")
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(run=demo.run)
+
     args = parser.parse_args(argv)
     code: int = args.run(args)
     return code

@@ -35,6 +35,10 @@ ROOM = web.AppKey("room", JanusRoom)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 OUTBOX = web.AppKey("outbox", SocketOutbox)
 
+# How long shutdown waits for connections to close after `remove_all_feeds` went out. Browsers
+# close at once when told; a client that does not must not hold the Janus room hostage.
+SHUTDOWN_GRACE = 2.0
+
 
 def create_app(
     config: ServerConfig,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server.app import create_app
+from server.app import SHUTDOWN_GRACE, create_app
 from server.config import ConfigError, ServerConfig, describe, load_server_config
 from server.legacy_config import load_legacy_config
 from wire.logsetup import setup_logging
@@ -59,5 +59,12 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(config.log_level)
     log.info("starting slot server: %s", describe(config))
     app = create_app(config)
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_GRACE,
+    )
     return 0

@@ -16,7 +16,7 @@ import socketio
 from aiohttp import web
 
 from cvh_camera.janus_local import LocalJanus, find_free_port
-from server.app import ROOM, SERVICE, create_app
+from server.app import ROOM, SERVICE, SHUTDOWN_GRACE, create_app
 from server.config import JanusSettings, ServerConfig
 from server.service import SlotService
 
@@ -83,7 +83,7 @@ async def run_server(
     read_fd, write_fd = os.pipe()
     stream = os.fdopen(read_fd, "rb", buffering=0)
     app = create_app(config, controller_stream=stream)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()

@@ -1,0 +1,129 @@
+"""`cvh-camera demo`: everything on this machine — a local Janus and the slot server with a
+pre-activated slot — and where to look. Stops cleanly on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+from aiohttp import web
+
+from cvh_camera.janus_local import LocalJanus, find_free_port, make_local_janus
+from server.app import ROOM, SHUTDOWN_GRACE, create_app
+from server.config import JanusSettings, PreactivatedSlot, ServerConfig
+from wire.logsetup import setup_logging
+
+log = logging.getLogger(__name__)
+
+DEMO_SLOT = 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address the server binds to")
+    parser.add_argument("--port", type=int, default=5000, help="server port (busy: a free one)")
+    parser.add_argument("--workdir", type=Path, help="folder for Janus config, logs, token")
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging("info")
+    try:
+        asyncio.run(_demo(args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> None:
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cvh-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    async with _janus(workdir) as janus:
+        token = secrets.token_urlsafe(16)
+        token_file = workdir / f"slot{DEMO_SLOT}.token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        config = replace(
+            ServerConfig(),
+            host=args.host,
+            port=_usable_port(args.port),
+            read_stdin=False,
+            notify_path=str(workdir / "notify.txt"),
+            preactivated=(PreactivatedSlot(DEMO_SLOT, token),),
+            janus=JanusSettings(url=janus.http_url, admin_key=janus.admin_key),
+        )
+        async with _server(config) as app:
+            await app[ROOM].wait_ready(15)
+            _announce(config, janus, workdir, token_file)
+            await _until_signalled()
+
+
+@contextlib.asynccontextmanager
+async def _janus(workdir: Path) -> AsyncIterator[LocalJanus]:
+    janus = make_local_janus(workdir / "janus")
+    await asyncio.to_thread(janus.start)
+    try:
+        yield janus
+    finally:
+        await asyncio.to_thread(janus.stop)
+
+
+@contextlib.asynccontextmanager
+async def _server(config: ServerConfig) -> AsyncIterator[web.Application]:
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE)
+    await runner.setup()
+    await web.TCPSite(runner, config.host, config.port).start()
+    try:
+        yield app
+    finally:
+        await runner.cleanup()
+
+
+def _usable_port(wanted: int) -> int:
+    """`wanted` if it is free, else (or for 0) some free port."""
+    if wanted == 0:
+        return find_free_port()
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", wanted))
+        except OSError:
+            return find_free_port()
+    return wanted
+
+
+def _announce(config: ServerConfig, janus: LocalJanus, workdir: Path, token_file: Path) -> None:
+    base = (
+        f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
+    )
+    lines = [
+        "",
+        "CVH-Camera demo is running (Ctrl-C stops it)",
+        f"  slot server      {base}  (socket.io path {config.socketio_path})",
+        f"  server status    {base}/healthz",
+        f"  Janus HTTP API   {janus.http_url}",
+        f"  slot {DEMO_SLOT} token     in {token_file}",
+        f"  notify lines     {workdir / 'notify.txt'}",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+async def _until_signalled() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(number)
+    log.info("demo stopping")
