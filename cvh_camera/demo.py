@@ -68,11 +68,11 @@ async def _demo(args: argparse.Namespace) -> None:
 @contextlib.asynccontextmanager
 async def _janus(workdir: Path) -> AsyncIterator[LocalJanus]:
     janus = make_local_janus(workdir / "janus")
-    await asyncio.to_thread(janus.start)
+    janus.start()  # from the main thread: Janus is tied to its lifetime (see janus_local)
     try:
         yield janus
     finally:
-        await asyncio.to_thread(janus.stop)
+        janus.stop()
 
 
 @contextlib.asynccontextmanager

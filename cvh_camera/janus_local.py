@@ -11,6 +11,8 @@ transport, event handler and logger is disabled.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import glob
 import json
 import logging
@@ -34,8 +36,19 @@ RTP_RANGE_LOW, RTP_RANGE_HIGH = 20000, 32000
 LOG_TAIL_LINES = 30
 
 
+PR_SET_PDEATHSIG = 1
+
+
 class JanusStartError(Exception):
     """Janus is not installed, or did not come up (or go down) as asked."""
+
+
+def _die_with_parent() -> None:
+    """In the child: have Linux stop Janus when the thread that started it dies (a killed
+    test run or demo must not leave a Janus behind). Start Janus from a long-lived thread."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def find_free_port() -> int:
@@ -178,7 +191,11 @@ class LocalJanus:
         argv = [binary, "-C", str(config), "-F", str(self.workdir)]
         with self.log_path.open("ab") as log_file:
             self._proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         log.info("janus spawned pid=%d http_port=%d", self._proc.pid, self.http_port)
         try:

@@ -17,7 +17,7 @@ import pytest
 
 from cvh_camera.janus_local import LocalJanus, find_free_port
 from tests.integration.harness import TIMEOUT, Client, clients, wait_until
-from tests.integration.test_server import FEED, authenticate, room_exists
+from tests.integration.test_server import FEED, room_exists
 
 
 class FifoReader:
