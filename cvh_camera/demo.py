@@ -35,10 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging("info")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C before the handlers are set
         asyncio.run(_demo(args))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
