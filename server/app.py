@@ -52,6 +52,8 @@ def create_app(
         async_mode="aiohttp",
         cors_allowed_origins=origins,
         async_handlers=False,  # one client's events are handled in the order it sent them
+        ping_interval=10,  # a sender that vanished (power cut) frees its slot within ~20 s
+        ping_timeout=10,
         logger=False,
         engineio_logger=False,
     )

@@ -25,6 +25,7 @@ from wire.secrets import mask
 log = logging.getLogger(__name__)
 
 NO_SUCH_ROOM = 426
+NO_SUCH_FEED = 428
 VIDEO_CODECS = "h264,vp8"  # H.264 first: the appliance sends the camera's hardware H.264
 H264_PROFILE = "42e01f"  # constrained baseline, what every browser decodes
 
@@ -49,6 +50,11 @@ class _EditPin:
     pin: str
 
 
+@dataclass(frozen=True)
+class _Kick:
+    feed_id: int | str
+
+
 class JanusRoom:
     def __init__(
         self,
@@ -68,7 +74,7 @@ class JanusRoom:
         self.state = RoomState.CONNECTING
         self.last_error = ""
         self._ready = asyncio.Event()
-        self._requests: asyncio.Queue[_Bitrate | _EditPin] = asyncio.Queue()
+        self._requests: asyncio.Queue[_Bitrate | _EditPin | _Kick] = asyncio.Queue()
         self._http: aiohttp.ClientSession | None = None
         self._session: JanusSession | None = None
         self._handle: JanusHandle | None = None
@@ -118,6 +124,9 @@ class JanusRoom:
     def edit_pin(self, pin: str) -> None:
         self._pin = pin  # a re-created room gets it too
         self._requests.put_nowait(_EditPin(pin))
+
+    def kick_publisher(self, feed_id: int | str) -> None:
+        self._requests.put_nowait(_Kick(feed_id))
 
     # ------------------------------------------------------------- internals
 
@@ -218,6 +227,8 @@ class JanusRoom:
             try:
                 if isinstance(request, _Bitrate):
                     await self._send_bitrate(request)
+                elif isinstance(request, _Kick):
+                    await self._kick(request)
                 else:
                     await self._send_pin(request)
             except (JanusError, JanusUnavailable, aiohttp.ClientError, TimeoutError) as error:
@@ -235,6 +246,24 @@ class JanusRoom:
             self._http, self._settings.url, request.session_id, request.handle_id, body
         )
         log.info("janus bitrate set slot=%d bitrate=%d", request.slot, request.bitrate)
+
+    async def _kick(self, request: _Kick) -> None:
+        handle = self._handle
+        if handle is None or self.state is not RoomState.READY:
+            return  # no room, no seat to free
+        body = {
+            "request": "kick",
+            "room": self._settings.room,
+            "secret": self._settings.secret,
+            "id": request.feed_id,
+        }
+        try:
+            await handle.request(body)
+        except JanusError as error:
+            if error.code != NO_SUCH_FEED:
+                raise
+            return  # it left by itself
+        log.info("janus publisher kicked room=%d feed=%s", self._settings.room, request.feed_id)
 
     async def _send_pin(self, request: _EditPin) -> None:
         handle = self._handle

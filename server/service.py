@@ -53,6 +53,7 @@ class RoomControl(Protocol):
 
     def apply_bitrate(self, slot: int, session_id: int, handle_id: int, bitrate: int) -> None: ...
     def edit_pin(self, pin: str) -> None: ...
+    def kick_publisher(self, feed_id: int | str) -> None: ...
 
 
 class CommandRejected(Exception):
@@ -277,20 +278,24 @@ class SlotService:
     def janus_lost(self) -> None:
         """Feeds died with the Janus session: receivers must stop waiting for them."""
         for slot in self.table.active_feeds():
-            self._clear_feed(slot, "Janus went away")
+            self._clear_feed(slot, "Janus went away", kick=False)
 
     def shutting_down(self) -> None:
         self._outbox.broadcast("remove_all_feeds")
 
     # ----------------------------------------------------------------- helpers
 
-    def _clear_feed(self, slot: Slot, why: str) -> None:
+    def _clear_feed(self, slot: Slot, why: str, *, kick: bool = True) -> None:
+        """Forget the slot's feed and tell everyone. With `kick`, its publisher also leaves
+        Janus: a sender that died (kill -9, power cut) must not keep the room's seat."""
         feed = slot.clear_feed()
         if feed is None:
             return
         log.info("feed removed slot=%d feed=%s reason=%r", slot.index, feed.feed_id, why)
         self._outbox.broadcast("remove_feed", {"slot": slot.index})
         self._notifier.notify(f"remove_feed {slot.index}")
+        if kick:
+            self._room.kick_publisher(feed.feed_id)
 
     def _report_name(self, slot: Slot, name: str) -> bool:
         name = _CONTROL_CHARS.sub(" ", name).strip()  # a newline would forge notify lines

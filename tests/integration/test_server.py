@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,16 @@ async def room_exists(http: aiohttp.ClientSession, janus: LocalJanus, room: int)
         await session.destroy()
 
 
+async def participants(http: aiohttp.ClientSession, janus: LocalJanus, room: int) -> list[int]:
+    session = await JanusSession.create(http, janus.http_url)
+    try:
+        handle = await session.attach("janus.plugin.videoroom")
+        answer = await handle.request({"request": "listparticipants", "room": room})
+        return [p["id"] for p in answer["participants"]]
+    finally:
+        await session.destroy()
+
+
 async def authenticate(client: Client, slot: int = 1, token: str = "tok") -> None:
     answer = await client.call("sender_init", {"slot": slot, "token": token})
     assert answer == {"success": True, "message": "Socket authenticated"}
@@ -97,9 +108,15 @@ async def test_receiver_follows_a_real_publisher(
             event = await handle.next_event(timeout=10)
             assert event["plugindata"]["data"].get("configured") == "ok"
 
+            room = server.config.janus.room
+            assert await participants(http, janus_session_scope, room) == [feed_id]
             await sender.close()
             assert await receiver.next("remove_feed") == {"slot": 1}
             await server.wait_notify("remove_feed 1")
+            # the sender's socket is gone: its publisher is kicked, the seat is free
+            async with asyncio.timeout(10):
+                while await participants(http, janus_session_scope, room):
+                    await asyncio.sleep(0.05)
             assert await receiver.call("query_state") == {}
             assert server.service.table[1].active
     finally:

@@ -21,6 +21,7 @@ class Recorder:
     lines: list[str] = field(default_factory=list)
     bitrates: list[tuple[int, int, int, int]] = field(default_factory=list)
     pins: list[str] = field(default_factory=list)
+    kicked: list[int | str] = field(default_factory=list)
 
     def broadcast(self, event: str, data: Any = None) -> None:
         self.sent.append((event, None, data))
@@ -39,6 +40,9 @@ class Recorder:
 
     def edit_pin(self, pin: str) -> None:
         self.pins.append(pin)
+
+    def kick_publisher(self, feed_id: int | str) -> None:
+        self.kicked.append(feed_id)
 
     def events(self) -> list[str]:
         return [event for event, _, _ in self.sent]
@@ -191,6 +195,7 @@ def test_disconnect_clears_feed_but_keeps_slot(service: SlotService, rec: Record
     service.disconnected("s1")
     assert rec.sent == [("remove_feed", None, {"slot": 1})]
     assert rec.lines == ["remove_feed 1"]
+    assert rec.kicked == [77]  # its Janus publisher must not keep the seat
     assert service.table[1].active and service.query_state() == {}
 
 
@@ -323,4 +328,5 @@ def test_janus_loss_removes_every_feed(service: SlotService, rec: Recorder) -> N
     rec.sent.clear()
     service.janus_lost()
     assert rec.sent == [("remove_feed", None, {"slot": 0}), ("remove_feed", None, {"slot": 3})]
+    assert rec.kicked == []  # the room died with Janus: nobody to kick
     assert service.query_state() == {}
