@@ -17,6 +17,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_cli.add_arguments(server_parser)
     server_parser.set_defaults(run=server_cli.run)
 
+    from appliance import cli as appliance_cli
+
+    appliance_parser = commands.add_parser("appliance", help="run the camera appliance")
+    appliance_cli.add_arguments(appliance_parser)
+    appliance_parser.set_defaults(run=appliance_cli.run)
+
     from cvh_camera import demo
 
     demo_parser = commands.add_parser("demo", help="local Janus + slot server, to try it out")

@@ -1,0 +1,62 @@
+"""`cvh-camera appliance --config PATH`: the camera appliance, as systemd runs it on the Pi."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from appliance.config import ApplianceConfig, ConfigError, describe, load_appliance_config
+from appliance.runtime import running_appliance
+from wire.logsetup import setup_logging
+
+log = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2
+DEFAULT_CONFIG = Path("/boot/firmware/cvh-camera.yaml")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"YAML configuration, every key in config/appliance.yaml (default {DEFAULT_CONFIG})",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging("info")
+    try:
+        config = load_appliance_config(args.config, os.environ)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.log_level)
+    log.info("starting appliance: %s", describe(config))
+    asyncio.run(run_appliance(config))
+    return 0
+
+
+async def run_appliance(config: ApplianceConfig) -> None:
+    """Run until SIGTERM/SIGINT, then leave Janus and stop the camera."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+    async with running_appliance(config) as supervisor:
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([waiter, supervisor], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+        if supervisor.done():
+            supervisor.result()  # the supervisor only ends by failing: raise its error

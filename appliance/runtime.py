@@ -1,0 +1,60 @@
+"""The running appliance: camera source, supervisor and systemd watchdog, with one lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from appliance.config import ApplianceConfig
+from appliance.sdnotify import SystemdNotifier
+from appliance.sources import create_source
+from appliance.supervisor import State, Status, Supervisor
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10.0
+
+
+@contextlib.asynccontextmanager
+async def running_appliance(
+    config: ApplianceConfig, *, notifier: SystemdNotifier | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Start the appliance; yields the supervisor's task (it ends only by failing).
+    Leaving the block leaves Janus, destroys the session and stops the camera."""
+    notifier = notifier or SystemdNotifier()
+    camera = config.camera
+    source = create_source(
+        camera.source,
+        width=camera.width,
+        height=camera.height,
+        fps=camera.fps,
+        bitrate=camera.bitrate,
+        keyframe_interval=camera.keyframe_interval,
+        file=Path(camera.file) if camera.file else None,
+    )
+
+    def report(status: Status) -> None:
+        text = f"{status.state.value}: {status.detail}" if status.detail else status.state.value
+        if status.state is not State.STARTING:
+            notifier.ready(text)  # READY once running; a repeated READY=1 is harmless
+
+    supervisor = Supervisor(config, source, status_sink=report)
+    tasks = [
+        asyncio.create_task(supervisor.run(), name="supervisor"),
+        asyncio.create_task(notifier.watchdog(), name="watchdog"),
+    ]
+    try:
+        yield tasks[0]
+    finally:
+        notifier.stopping()
+        for task in tasks:
+            task.cancel()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await asyncio.gather(*tasks, return_exceptions=True)
+        except TimeoutError:
+            log.error("appliance did not stop within %.0fs", STOP_TIMEOUT)
+        log.info("appliance stopped")
