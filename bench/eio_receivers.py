@@ -1,13 +1,15 @@
-"""Thousands of socket.io receivers in one process, light enough to measure a server with.
+"""Thousands of socket.io clients in one process, light enough to measure a server with.
 
-A receiver is one `asyncio.Protocol` on one TCP connection. It speaks just enough
+A client is one `asyncio.Protocol` on one TCP connection. It speaks just enough
 WebSocket (RFC 6455, no extensions), Engine.IO v4 and socket.io v5 to join the default
-namespace, answer the server's pings and note when each event arrives: no task, no
-aiohttp session, no python-socketio client per receiver, so the load generator's own
-work hardly shows in the figures.
+namespace, answer the server's pings, note when each event arrives and (for the sender)
+emit an event with an acknowledgement. No task, no aiohttp session, no python-socketio
+client per connection, so the load generator's own work hardly shows in the figures.
 
-An event's arrival time is `time.monotonic()` (CLOCK_MONOTONIC, the same clock in every
-process) taken when its bytes reach the protocol, before they are decoded.
+Arrival times (events, acks) are `time.monotonic()` (CLOCK_MONOTONIC, the same clock in
+every process) taken when the bytes reach the protocol, before they are decoded. A
+python-socketio client would see an ack only after several task hops, each queued behind
+the receivers' traffic in this loop: at 3000 receivers that shifts it by tens of ms.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from typing import cast
+from typing import Any, cast
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
-class ReceiverError(Exception):
-    """A receiver could not connect, or the server broke the protocol."""
+class ClientError(Exception):
+    """A client could not connect, or the server broke the protocol."""
 
 
 class Arrivals:
@@ -59,7 +61,7 @@ class Arrivals:
                 await self._complete.wait()
         except TimeoutError:
             got = len(self._times)
-            raise ReceiverError(
+            raise ClientError(
                 f"{self._event}: {got} of {self._expected} receivers after {timeout:.0f} s"
             ) from None
         return sorted(self._times.values())
@@ -80,10 +82,13 @@ def _masked_frame(opcode: int, payload: bytes) -> bytes:
     return header + key + body
 
 
-class Receiver(asyncio.Protocol):
-    """One socket.io client on the websocket transport that only listens."""
+class LightClient(asyncio.Protocol):
+    """One socket.io client on the websocket transport.
 
-    def __init__(self, index: int, host: str, path: str, arrivals: Arrivals) -> None:
+    Events it gets are reported to `arrivals` (None: not counted, e.g. the sender's).
+    """
+
+    def __init__(self, index: int, host: str, path: str, arrivals: Arrivals | None) -> None:
         self.index = index
         self._host = host
         self._path = path.rstrip("/") + "/?EIO=4&transport=websocket"
@@ -94,7 +99,10 @@ class Receiver(asyncio.Protocol):
         self._fragments: list[bytes] = []
         self._message_opcode = OP_TEXT
         self._upgraded = False
-        self.joined: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._acks: dict[int, asyncio.Future[tuple[Any, float]]] = {}
+        self._next_ack = 0
+        self.joined: asyncio.Future[str] = self._loop.create_future()
 
     # --------------------------------------------------------------- asyncio
 
@@ -115,11 +123,11 @@ class Receiver(asyncio.Protocol):
                 return
             for opcode, payload in self._take_frames():
                 self._on_frame(opcode, payload, at)
-        except ReceiverError as error:
+        except ClientError as error:
             self._fail(error)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(ReceiverError(f"receiver {self.index}: connection lost ({exc})"))
+        self._fail(ClientError(f"client {self.index}: connection lost ({exc})"))
         self._transport = None
 
     # ------------------------------------------------------------- websocket
@@ -131,11 +139,11 @@ class Receiver(asyncio.Protocol):
         head = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
         del self._buffer[: end + 4]
         if not head[0].startswith("HTTP/1.1 101"):
-            raise ReceiverError(f"receiver {self.index}: upgrade refused: {head[0]}")
+            raise ClientError(f"client {self.index}: upgrade refused: {head[0]}")
         headers = dict(line.lower().split(": ", 1) for line in head[1:] if ": " in line)
         accept = base64.b64encode(hashlib.sha1(self._key + WS_GUID).digest()).decode().lower()
         if headers.get("sec-websocket-accept") != accept:
-            raise ReceiverError(f"receiver {self.index}: bad Sec-WebSocket-Accept")
+            raise ClientError(f"client {self.index}: bad Sec-WebSocket-Accept")
         self._upgraded = True
         return True
 
@@ -145,7 +153,7 @@ class Receiver(asyncio.Protocol):
         while len(buffer) >= 2:
             first, second = buffer[0], buffer[1]
             if second & 0x80:
-                raise ReceiverError(f"receiver {self.index}: masked frame from the server")
+                raise ClientError(f"client {self.index}: masked frame from the server")
             size, start = second & 0x7F, 2
             if size >= 126:
                 start = 4 if size == 126 else 10
@@ -173,10 +181,9 @@ class Receiver(asyncio.Protocol):
         elif opcode == OP_PING:
             self._write(OP_PONG, payload)
         elif opcode == OP_CLOSE:
-            self._write(OP_CLOSE, payload[:2])
-            self.close()
+            self.close(payload[:2])  # answer with the server's status code
         elif opcode == OP_BINARY:
-            raise ReceiverError(f"receiver {self.index}: unexpected binary message")
+            raise ClientError(f"client {self.index}: unexpected binary message")
 
     def _write(self, opcode: int, payload: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -198,29 +205,63 @@ class Receiver(asyncio.Protocol):
     def _on_socketio(self, body: str, at: float) -> None:
         kind, rest = body[:1], body[1:]
         if kind == "2":  # EVENT, default namespace, no ack id: `["name", data…]`
-            event = json.loads(rest)[0]
-            self._arrivals.record(self.index, event, at)
+            if self._arrivals is not None:
+                self._arrivals.record(self.index, json.loads(rest)[0], at)
+        elif kind == "3":  # ACK: `<id>[data…]`
+            number, _, data = rest.partition("[")
+            waiter = self._acks.pop(int(number), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result((json.loads("[" + data)[0], at))
         elif kind == "0" and not self.joined.done():
             self.joined.set_result(json.loads(rest)["sid"])
         elif kind == "4":
-            self._fail(ReceiverError(f"receiver {self.index}: connect refused: {rest}"))
+            self._fail(ClientError(f"client {self.index}: connect refused: {rest}"))
         elif kind == "1":
-            self._fail(ReceiverError(f"receiver {self.index}: disconnected by the server"))
+            self._fail(ClientError(f"client {self.index}: disconnected by the server"))
 
-    def _fail(self, error: ReceiverError) -> None:
+    def _fail(self, error: ClientError) -> None:
         if not self.joined.done():
             self.joined.set_exception(error)
+        for waiter in self._acks.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._acks.clear()
 
-    @property
-    def has_joined(self) -> bool:
-        future = self.joined
-        return future.done() and not future.cancelled() and future.exception() is None
+    def emit(self, event: str, data: Any) -> asyncio.Future[tuple[Any, float]]:
+        """Send `event` with an ack id; the future gives (ack payload, arrival time)."""
+        number, self._next_ack = self._next_ack, self._next_ack + 1
+        waiter: asyncio.Future[tuple[Any, float]] = self._loop.create_future()
+        self._acks[number] = waiter
+        self._write(OP_TEXT, f"42{number}{json.dumps([event, data])}".encode())
+        return waiter
 
-    def close(self) -> None:
-        """Leave with a websocket close frame; idempotent."""
+    def leave(self) -> None:
+        """Leave the namespace (socket.io DISCONNECT), then close the connection."""
+        self._write(OP_TEXT, b"41")
+        self.close()
+
+    def close(self, status: bytes = (1000).to_bytes(2, "big")) -> None:
+        """Send a websocket close frame and close the connection; idempotent."""
         if self._transport is not None and not self._transport.is_closing():
-            self._write(OP_CLOSE, (1000).to_bytes(2, "big"))
+            self._write(OP_CLOSE, status)
             self._transport.close()
+
+
+async def connect_client(
+    host: str, port: int, path: str, index: int, arrivals: Arrivals | None
+) -> LightClient:
+    """Open one connection; returns once it has joined the default namespace."""
+    loop = asyncio.get_running_loop()
+    host_header = f"{host}:{port}"
+    _, client = await loop.create_connection(
+        lambda: LightClient(index, host_header, path, arrivals), host, port
+    )
+    try:
+        await client.joined
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 class ReceiverPool:
@@ -229,23 +270,18 @@ class ReceiverPool:
     def __init__(self, host: str, port: int, path: str, arrivals: Arrivals) -> None:
         self._host, self._port, self._path = host, port, path
         self._arrivals = arrivals
-        self.receivers: list[Receiver] = []
+        self.receivers: list[LightClient] = []
 
     async def connect(self, count: int, concurrency: int, timeout: float) -> None:
         """Connect `count` more receivers, at most `concurrency` handshakes at a time."""
-        loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(concurrency)
-        host_header = f"{self._host}:{self._port}"
 
         async def one(index: int) -> None:
             async with gate:
-                _, receiver = await loop.create_connection(
-                    lambda: Receiver(index, host_header, self._path, self._arrivals),
-                    self._host,
-                    self._port,
+                receiver = await connect_client(
+                    self._host, self._port, self._path, index, self._arrivals
                 )
                 self.receivers.append(receiver)
-                await receiver.joined
 
         first = len(self.receivers)
         try:
@@ -253,11 +289,11 @@ class ReceiverPool:
                 for i in range(count):
                     group.create_task(one(first + i))
         except TimeoutError:
-            joined = sum(r.has_joined for r in self.receivers)
+            joined = len(self.receivers) - first
             message = f"{joined} of {count} receivers joined in {timeout:.0f} s"
-            raise ReceiverError(message) from None
+            raise ClientError(message) from None
         except ExceptionGroup as failed:
-            raise ReceiverError(f"cannot connect a receiver: {failed.exceptions[0]}") from None
+            raise ClientError(f"cannot connect a receiver: {failed.exceptions[0]}") from None
 
     def close(self) -> None:
         for receiver in self.receivers:

@@ -1,11 +1,13 @@
 """Fan-out of the slot server: how fast N receivers learn of a feed coming and going.
 
 For each N: a fresh server (its own process, `bench/serve.py`) on a local Janus, N
-lightweight websocket receivers (`eio_receivers.py`), then rounds of a sender (a real
-python-socketio client) doing `sender_init` + `set_feed_id` and disconnecting. Measured:
+lightweight websocket receivers (`eio_receivers.py`), then rounds of a sender (the same
+lightweight client, so that its ack is timestamped on arrival like the receivers' events)
+doing `sender_init` + `set_feed_id` and leaving. Measured:
 
 - connect: wall time until all N receivers have joined the default namespace;
-- new_feed: from the sender's `set_feed_id` ack to the last receiver's `new_feed`;
+- new_feed: from the sender's `set_feed_id` ack to the last receiver's `new_feed`, and
+  from sending `set_feed_id` (the server sends its ack after queueing the broadcast);
 - remove_feed: from the sender starting to disconnect to the last receiver's `remove_feed`;
 - the server's RSS before and after connecting N.
 
@@ -14,7 +16,7 @@ per round; the table gives the median and the maximum over the rounds (after one
 round, which is shown but not counted).
 
     python bench/fanout.py [--counts 100,1000,3000] [--rounds 5] [--uvloop/--no-uvloop]
-                           [--write-results]
+                           [--server-gc-threshold T0,T1,T2] [--write-results]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import secrets
@@ -30,13 +33,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import socketio
-from eio_receivers import Arrivals, ReceiverPool
+from eio_receivers import Arrivals, LightClient, ReceiverPool, connect_client
 from fanout_report import CountResult, Round, print_report, write_results
 from procs import ServerProcess, machine, raise_nofile, rss_kib, split_cpus
 
@@ -56,39 +58,55 @@ class BenchEnv:
     cpus: set[int] | None  # the server's CPUs, None = not pinned
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No garbage collection in the load generator while it takes times (not the server's)."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
 def _ms(seconds: float) -> float:
     return seconds * 1000.0
 
 
-def _check(reply: Any, what: str) -> None:
+async def _call(sender: LightClient, event: str, data: Any) -> float:
+    """Emit with an ack; the ack's arrival time. A refusal is an error."""
+    async with asyncio.timeout(STEP_TIMEOUT):
+        reply, at = await sender.emit(event, data)
     if not isinstance(reply, dict) or reply.get("success") is not True:
-        raise RuntimeError(f"{what} refused: {reply!r}")
+        raise RuntimeError(f"{event} refused: {reply!r}")
+    return at
 
 
-async def one_round(url: str, token: str, arrivals: Arrivals, count: int, feed_id: int) -> Round:
-    sender = socketio.AsyncClient(reconnection=False, handle_sigint=False)
-    await sender.connect(
-        url, socketio_path=SIO_PATH, transports=["websocket"], wait_timeout=STEP_TIMEOUT
-    )
+async def one_round(
+    port: int, token: str, arrivals: Arrivals, count: int, feed_id: int, since: float
+) -> Round:
+    async with asyncio.timeout(STEP_TIMEOUT):
+        sender = await connect_client(HOST, port, SIO_PATH, -1, arrivals=None)
     try:
-        reply = await sender.call("sender_init", {"slot": 0, "token": token}, timeout=STEP_TIMEOUT)
-        _check(reply, "sender_init")
+        await _call(sender, "sender_init", {"slot": 0, "token": token})
         arrivals.expect("new_feed", count)
         feed = {"feedId": feed_id, "sessionId": 1000 + feed_id, "videoroomId": 2000 + feed_id}
         sent = time.monotonic()
-        reply = await sender.call("set_feed_id", feed, timeout=STEP_TIMEOUT)
-        acked = time.monotonic()
-        _check(reply, "set_feed_id")
+        acked = await _call(sender, "set_feed_id", feed)
         added = await arrivals.wait(STEP_TIMEOUT)
         arrivals.expect("remove_feed", count)
         left = time.monotonic()
-        await sender.disconnect()
+        sender.leave()
     finally:
-        await sender.disconnect()
+        sender.close()
     removed = await arrivals.wait(STEP_TIMEOUT)
     return Round(
+        started_s=sent - since,
         new_feed_last=_ms(added[-1] - acked),
         new_feed_median=_ms(statistics.median(added) - acked),
+        new_feed_from_request=_ms(added[-1] - sent),
         remove_feed_last=_ms(removed[-1] - left),
         remove_feed_median=_ms(statistics.median(removed) - left),
         ack_rtt=_ms(acked - sent),
@@ -114,7 +132,13 @@ async def measure_count(
     url = f"http://{HOST}:{port}"
     config_path = env.workdir / f"server-{count}.yaml"
     write_server_config(config_path, port, env.janus_url, env.admin_key, token)
-    server = ServerProcess(config_path, env.workdir / f"server-{count}.log", args.uvloop, env.cpus)
+    server = ServerProcess(
+        config_path,
+        env.workdir / f"server-{count}.log",
+        args.uvloop,
+        env.cpus,
+        args.server_gc_threshold,
+    )
     cleanup.callback(server.stop)
     server.start()
     arrivals = Arrivals()
@@ -128,10 +152,16 @@ async def measure_count(
         connect_s = time.monotonic() - started
         await asyncio.sleep(args.settle)
         rss_after = rss_kib(server.pid)
+        connected = time.monotonic()
+        log_offset = server.log_size()
         rounds = []
-        for number in range(args.warmup + args.rounds):
-            rounds.append(await one_round(url, token, arrivals, count, feed_id=number + 1))
-            await asyncio.sleep(ROUND_GAP)
+        with _gc_paused():
+            for number in range(args.warmup + args.rounds):
+                rounds.append(
+                    await one_round(port, token, arrivals, count, number + 1, since=connected)
+                )
+                await asyncio.sleep(ROUND_GAP)
+        full_gcs = server.full_gcs_since(log_offset)
     except Exception:
         print(f"--- server log (N={count}) ---\n{server.log_tail()}", file=sys.stderr)
         raise
@@ -145,6 +175,7 @@ async def measure_count(
         rss_after,
         tuple(rounds[: args.warmup]),
         tuple(rounds[args.warmup :]),
+        full_gcs,
     )
 
 
@@ -202,11 +233,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=True,
         help="server on the last CPU, load generator and Janus on the others",
     )
+    parser.add_argument(
+        "--server-gc-threshold",
+        default="",
+        metavar="T0,T1,T2",
+        help="the server's gc.set_threshold (default: Python's own, 700,10,10)",
+    )
     parser.add_argument("--connect-concurrency", type=int, default=100)
     parser.add_argument("--connect-timeout", type=float, default=120.0)
     parser.add_argument("--settle", type=float, default=1.0, help="pause before reading RSS")
     parser.add_argument("--time-limit", type=float, default=900.0, help="whole run, seconds")
     parser.add_argument("--write-results", action="store_true", help="update bench/RESULTS.md")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep configs and logs here (default: a temporary folder)"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.warmup < 0:
         parser.error("--rounds must be at least 1 and --warmup at least 0")
@@ -226,7 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, split[0])  # Janus, started below, inherits it
     loop_factory = _loop_factory()
     with contextlib.ExitStack() as cleanup:  # runs on errors, Ctrl-C and SIGTERM too
-        workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cvh-fanout-")))
+        if args.workdir is not None:
+            workdir = args.workdir.resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cvh-fanout-")))
         janus = make_local_janus(workdir / "janus")
         cleanup.callback(janus.stop)
         janus.start()
@@ -235,11 +279,16 @@ def main(argv: list[str] | None = None) -> int:
             results = runner.run(run_counts(args, env, cleanup))
     info = machine()
     info["load generator"] = f"{loop_factory.__module__} loop, CPUs {_cpus(split, 0)}"
-    info["server"] = f"{'uvloop' if args.uvloop else 'asyncio'} loop, CPUs {_cpus(split, 1)}"
+    variant = server = "uvloop" if args.uvloop else "asyncio"
+    server += " loop"
+    if args.server_gc_threshold:
+        variant += f", gc threshold {args.server_gc_threshold}"
+        server += f", gc.set_threshold({args.server_gc_threshold})"
+    info["server"] = f"{server}, CPUs {_cpus(split, 1)}"
     print_report(results, info)
     if args.write_results:
         path = Path(__file__).resolve().parent / "RESULTS.md"
-        write_results(path, results, info, server_loop="uvloop" if args.uvloop else "asyncio")
+        write_results(path, results, info, variant)
         print(f"wrote {path}")
     return 0
 

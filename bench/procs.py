@@ -56,6 +56,7 @@ class ServerProcess:
     log_path: Path
     uvloop: bool
     cpus: set[int] | None = None
+    gc_threshold: str = ""  # "" = Python's default
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -66,7 +67,9 @@ class ServerProcess:
 
     def start(self) -> None:
         argv = [sys.executable, str(BENCH_DIR / "serve.py"), "--config", str(self.config_path)]
-        argv.append("--uvloop" if self.uvloop else "--no-uvloop")
+        argv += ["--uvloop" if self.uvloop else "--no-uvloop", "--log-gc"]
+        if self.gc_threshold:
+            argv += ["--gc-threshold", self.gc_threshold]
         with self.log_path.open("ab") as log_file:
             self._proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
@@ -105,6 +108,23 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def full_gcs_since(self, offset: int) -> tuple[float, ...]:
+        """Durations (ms) of the full collections the server logged after byte `offset`."""
+        with self.log_path.open("rb") as log_file:
+            log_file.seek(offset)
+            text = log_file.read().decode(errors="replace")
+        return tuple(
+            float(line.split("took_ms=", 1)[1].split()[0])
+            for line in text.splitlines()
+            if "gc generation=2 took_ms=" in line
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         try:

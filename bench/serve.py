@@ -9,24 +9,57 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 from procs import raise_nofile
 
 from server.app import create_app
+from server.cli import new_event_loop, tune_garbage_collector
 from server.config import ConfigError, describe, load_server_config
 from wire.logsetup import setup_logging
 
 log = logging.getLogger("bench.serve")
 
 
+def _gc_logger() -> Callable[[str, dict[str, int]], None]:
+    """A gc callback that logs each full (generation 2) collection and how long it took."""
+    started = 0.0
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            took = (time.perf_counter() - started) * 1000
+            log.info("gc generation=2 took_ms=%.1f collected=%d", took, info["collected"])
+
+    return on_gc
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, required=True, help="server YAML")
-    parser.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument(
+        "--uvloop",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="uvloop, as `cvh-camera server` uses it (--no-uvloop: asyncio's loop)",
+    )
+    parser.add_argument("--log-gc", action="store_true", help="log full garbage collections")
+    parser.add_argument(
+        "--gc-threshold",
+        type=lambda text: tuple(int(part) for part in text.split(",")),
+        help="gc.set_threshold(...) instead of the server's own tuning, "
+        "e.g. 700,10,10 (Python's default)",
+    )
     args = parser.parse_args()
     try:
         config = load_server_config(args.config, {})
@@ -35,14 +68,20 @@ def main() -> int:
         return 2
     setup_logging(config.log_level)
     nofile = raise_nofile()
-    loop: asyncio.AbstractEventLoop
-    if args.uvloop:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
+    if args.gc_threshold:
+        gc.set_threshold(*args.gc_threshold)
     else:
-        loop = asyncio.new_event_loop()
-    log.info("bench server loop=%s nofile=%d %s", type(loop).__module__, nofile, describe(config))
+        tune_garbage_collector()
+    if args.log_gc:
+        gc.callbacks.append(_gc_logger())
+    loop = new_event_loop() if args.uvloop else asyncio.new_event_loop()
+    log.info(
+        "bench server loop=%s nofile=%d gc_threshold=%s %s",
+        type(loop).__module__,
+        nofile,
+        ",".join(map(str, gc.get_threshold())),
+        describe(config),
+    )
     web.run_app(
         create_app(config),
         host=config.host,

@@ -1,5 +1,6 @@
-"""`cvh-camera demo`: everything on this machine — a local Janus and the slot server with a
-pre-activated slot — and where to look. Stops cleanly on Ctrl-C or SIGTERM."""
+"""`cvh-camera demo`: everything on this machine — a local Janus, the slot server with a
+pre-activated slot and an appliance publishing the synthetic camera into it — and where
+to look. Stops cleanly on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from appliance.config import ApplianceConfig, CameraSettings, JanusLink, ServerLink, StatusSettings
+from appliance.runtime import running_appliance
 from cvh_camera.janus_local import LocalJanus, find_free_port, make_local_janus
 from server.app import ROOM, SHUTDOWN_GRACE, create_app
 from server.config import JanusSettings, PreactivatedSlot, ServerConfig
@@ -25,12 +28,16 @@ from wire.logsetup import setup_logging
 log = logging.getLogger(__name__)
 
 DEMO_SLOT = 0
+DEMO_BITRATE = 2_500_000  # the room's limit: Janus asks publishers (REMB) to stay below it
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address the server binds to")
     parser.add_argument("--port", type=int, default=5000, help="server port (busy: a free one)")
     parser.add_argument("--workdir", type=Path, help="folder for Janus config, logs, token")
+    parser.add_argument(
+        "--no-camera", action="store_true", help="no appliance: only Janus and the server"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,12 +62,31 @@ async def _demo(args: argparse.Namespace) -> None:
             read_stdin=False,
             notify_path=str(workdir / "notify.txt"),
             preactivated=(PreactivatedSlot(DEMO_SLOT, token),),
-            janus=JanusSettings(url=janus.http_url, admin_key=janus.admin_key),
+            janus=JanusSettings(
+                url=janus.http_url, admin_key=janus.admin_key, bitrate=DEMO_BITRATE
+            ),
         )
-        async with _server(config) as app:
+        async with contextlib.AsyncExitStack() as stack:
+            app = await stack.enter_async_context(_server(config))
             await app[ROOM].wait_ready(15)
+            if not args.no_camera:
+                camera = _camera(config, janus, token)
+                await stack.enter_async_context(running_appliance(camera))
             _announce(config, janus, workdir, token_file)
             await _until_signalled()
+
+
+def _camera(server: ServerConfig, janus: LocalJanus, token: str) -> ApplianceConfig:
+    """An appliance on the synthetic camera, publishing into the demo's slot."""
+    return ApplianceConfig(
+        server=ServerLink(url=f"http://127.0.0.1:{server.port}"),
+        slot=DEMO_SLOT,
+        token=token,
+        name="Demo camera",
+        janus=JanusLink(url=janus.http_url, room=server.janus.room),
+        camera=CameraSettings(source="test"),
+        status=StatusSettings(http_port=0),
+    )
 
 
 @contextlib.asynccontextmanager
