@@ -54,8 +54,8 @@ async def room_exists(http: aiohttp.ClientSession, janus: LocalJanus, room: int)
         await session.destroy()
 
 
-async def participants(http: aiohttp.ClientSession, janus: LocalJanus, room: int) -> list[int]:
-    session = await JanusSession.create(http, janus.http_url)
+async def participants(http: aiohttp.ClientSession, janus_url: str, room: int) -> list[int]:
+    session = await JanusSession.create(http, janus_url)
     try:
         handle = await session.attach("janus.plugin.videoroom")
         answer = await handle.request({"request": "listparticipants", "room": room})
@@ -109,13 +109,13 @@ async def test_receiver_follows_a_real_publisher(
             assert event["plugindata"]["data"].get("configured") == "ok"
 
             room = server.config.janus.room
-            assert await participants(http, janus_session_scope, room) == [feed_id]
+            assert await participants(http, janus_session_scope.http_url, room) == [feed_id]
             await sender.close()
             assert await receiver.next("remove_feed") == {"slot": 1}
             await server.wait_notify("remove_feed 1")
             # the sender's socket is gone: its publisher is kicked, the seat is free
             async with asyncio.timeout(10):
-                while await participants(http, janus_session_scope, room):
+                while await participants(http, janus_session_scope.http_url, room):
                     await asyncio.sleep(0.05)
             assert await receiver.call("query_state") == {}
             assert server.service.table[1].active

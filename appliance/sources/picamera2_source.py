@@ -1,0 +1,262 @@
+"""The Pi camera source (`camera.source: picamera2`): the camera module and its H.264 encoder.
+
+picamera2 is imported only here, lazily, by `load_picamera2()` when the source starts; on a
+machine without it, `start()` raises a SourceError that says what to install or choose. The
+picamera2 pieces come in as a `Picamera2Api`, so tests drive the adapter with fakes.
+
+Threads. picamera2's encoder calls our `Output.outputframe` on its own thread; that call only
+parses NAL headers and pushes into the bounded unit queue: it never blocks. Every picamera2
+call we make (open, configure, start, force a keyframe, restart the encoder, close) runs on
+the source's one control thread, so the event loop never waits for the camera and those
+calls never race. The control thread also watches for a camera that stopped delivering.
+
+Encoder. `H264Encoder(bitrate, repeat=True, iperiod=keyframe_interval, profile="baseline")`:
+the Pi's hardware encoder. Where picamera2 reports no hardware encoder (the Pi 5), or the
+hardware encoder fails to start, picamera2's `LibavH264Encoder` (software x264) with the same
+settings takes its place, and the log says so.
+
+Bitrate. picamera2 cannot change the bitrate of a running encoder, so `set_bitrate` restarts
+the encoder (stop_encoder/start_encoder; the camera keeps running) with the new bitrate, at
+most once per `restart_interval` (the latest request wins). The restarted encoder begins with
+an IDR; the stream loses the few frames in between. Timestamps stay monotonic across restarts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.sources.base import SourceError
+from appliance.sources.camera_output import FrameSink, make_output
+from appliance.sources.threaded import ThreadedSource
+from appliance.sources.x264 import clamp_bitrate
+
+log = logging.getLogger(__name__)
+
+MISSING_MESSAGE = (
+    "the picamera2 source needs Raspberry Pi OS with python3-picamera2 "
+    "(apt install python3-picamera2); on other machines use camera.source: test or file"
+)
+SOFTWARE_MESSAGE = "no hardware H.264 encoder (Pi 5?): using picamera2's software encoder"
+PROFILE = "baseline"
+
+
+@dataclass(frozen=True)
+class Picamera2Api:
+    """The parts of picamera2 the adapter uses."""
+
+    camera_factory: Callable[[], Any]  # picamera2.Picamera2
+    hardware_encoder: Callable[..., Any] | None  # encoders.H264Encoder, if the V4L2 one exists
+    software_encoder: Callable[..., Any] | None  # encoders.LibavH264Encoder
+    output_base: Any  # outputs.Output, the class our output subclasses
+
+
+def load_picamera2() -> Picamera2Api:
+    """Import picamera2 (only now); SourceError with what to do if it is not there."""
+    try:
+        picamera2 = importlib.import_module("picamera2")
+        encoders = importlib.import_module("picamera2.encoders")
+        outputs = importlib.import_module("picamera2.outputs")
+    except (ImportError, OSError) as exc:
+        log.debug("picamera2 import failed: %r", exc)
+        raise SourceError(MISSING_MESSAGE) from exc
+    software = getattr(encoders, "LibavH264Encoder", None)
+    hardware = getattr(encoders, "H264Encoder", None)
+    # picamera2 probes /dev/video11 for the bcm2835 encoder at import; without it (Pi 5) it
+    # binds H264Encoder to LibavH264Encoder.
+    if getattr(encoders, "_hw_encoder_available", True) is False or hardware is software:
+        hardware = None
+    return Picamera2Api(picamera2.Picamera2, hardware, software, outputs.Output)
+
+
+class Picamera2Source(ThreadedSource):
+    start_timeout = 20.0
+    control_tick = 0.25  # s between the control thread's checks when nothing wakes it
+    stall_timeout = 5.0  # no frame for this long: the camera is gone
+    restart_interval = 2.0  # at most one bitrate restart per this many seconds
+
+    def __init__(
+        self,
+        *,
+        width: int,
+        height: int,
+        fps: int,
+        bitrate: int,
+        keyframe_interval: int,
+        load_api: Callable[[], Picamera2Api] = load_picamera2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name="picamera2", width=width, height=height, fps=fps)
+        if keyframe_interval < 1:
+            raise ValueError(f"keyframe_interval must be at least 1, got {keyframe_interval}")
+        self.keyframe_interval = keyframe_interval
+        self.bitrate = clamp_bitrate(bitrate)
+        self.software_encoder = False  # True once the software fallback is in use
+        self._load_api = load_api
+        self._clock = clock
+        self._wake = threading.Event()
+        self._bitrate_lock = threading.Lock()
+        self._pending_bitrate: int | None = None
+
+    def set_bitrate(self, bits_per_second: int) -> None:
+        with self._bitrate_lock:
+            self._pending_bitrate = clamp_bitrate(bits_per_second)
+        self._wake.set()
+
+    def _wake_thread(self) -> None:
+        self._wake.set()
+
+    def _take_pending_bitrate(self) -> int | None:
+        with self._bitrate_lock:
+            bitrate, self._pending_bitrate = self._pending_bitrate, None
+        return bitrate
+
+    def _thread_main(self, stop: threading.Event, ready: concurrent.futures.Future[None]) -> None:
+        sink = FrameSink(self._push, self._counter, clock=self._clock, on_error=self._fail)
+        session: _CameraSession | None = None
+        self.bitrate = self._take_pending_bitrate() or self.bitrate
+        try:
+            session = _CameraSession(self._load_api(), self, sink)
+            session.open(self.bitrate)
+        except Exception as exc:
+            ready.set_exception(self._start_error(exc))
+            if session is not None:
+                session.close()
+            return
+        ready.set_result(None)
+        try:
+            self._control(stop, session, sink)
+        except Exception as exc:  # the one place this thread's failures end up
+            log.exception("source=picamera2 control failed")
+            self._fail(SourceError(f"the camera failed: {exc}"))
+        finally:
+            session.close()
+
+    def _start_error(self, exc: Exception) -> SourceError:
+        if isinstance(exc, SourceError):
+            return exc
+        log.exception("source=picamera2 cannot start")
+        return SourceError(f"cannot start the camera: {type(exc).__name__}: {exc}")
+
+    def _control(self, stop: threading.Event, session: _CameraSession, sink: FrameSink) -> None:
+        last_restart = self._clock()
+        while not stop.is_set():
+            self._wake.wait(self.control_tick)
+            self._wake.clear()
+            if stop.is_set():
+                return
+            if self._keyframe.take():
+                sink.forced.set()
+                session.force_keyframe()
+            if self._clock() - last_restart >= self.restart_interval:
+                bitrate = self._take_pending_bitrate()
+                if bitrate is not None and bitrate != self.bitrate:
+                    session.restart_encoder(bitrate)
+                    self.bitrate, last_restart = bitrate, self._clock()
+            silent = self._clock() - max(sink.last_unit_at or last_restart, last_restart)
+            if silent > self.stall_timeout:
+                self._fail(SourceError(f"the camera delivered no frame for {silent:.0f} s"))
+                return
+
+
+class _CameraSession:
+    """The picamera2 objects of one run, used only by the control thread."""
+
+    def __init__(self, api: Picamera2Api, source: Picamera2Source, sink: FrameSink) -> None:
+        self._api = api
+        self._source = source
+        self._sink = sink
+        self._output = make_output(api.output_base, sink)
+        self._camera: Any = None
+        self._encoder: Any = None
+        self._software = api.hardware_encoder is None
+        self._camera_started = False
+        self._warned_no_force = False
+
+    def open(self, bitrate: int) -> None:
+        if self._software and self._api.software_encoder is None:
+            raise SourceError("picamera2 offers neither a hardware nor a software H.264 encoder")
+        source = self._source
+        self._camera = self._api.camera_factory()
+        frame_us = round(1_000_000 / source.fps)
+        config = self._camera.create_video_configuration(
+            main={"size": (source.width, source.height), "format": "YUV420"},
+            controls={"FrameDurationLimits": (frame_us, frame_us)},
+        )
+        self._camera.configure(config)
+        if self._software:
+            log.warning(SOFTWARE_MESSAGE)
+        self._start_encoder(bitrate)
+        self._camera.start()
+        self._camera_started = True
+
+    def _start_encoder(self, bitrate: int) -> None:
+        try:
+            self._encoder = self._new_encoder(bitrate)
+            self._camera.start_encoder(self._encoder, self._output)
+        except Exception as exc:
+            if self._software or self._api.software_encoder is None:
+                raise
+            log.warning("the hardware H.264 encoder failed to start: %s", exc)
+            log.warning(SOFTWARE_MESSAGE)
+            self._software = True
+            self._start_encoder(bitrate)
+        self._source.software_encoder = self._software
+
+    def _new_encoder(self, bitrate: int) -> Any:
+        source = self._source
+        settings: dict[str, Any] = {
+            "bitrate": bitrate,
+            "repeat": True,
+            "iperiod": source.keyframe_interval,
+            "profile": PROFILE,
+        }
+        if self._software:
+            factory = self._api.software_encoder
+            settings["framerate"] = source.fps
+        else:
+            factory = self._api.hardware_encoder
+        if factory is None:
+            raise SourceError("no H.264 encoder available in picamera2")
+        return factory(**settings)
+
+    def force_keyframe(self) -> None:
+        force = getattr(self._encoder, "force_key_frame", None)
+        if force is not None:
+            force()
+        elif not self._warned_no_force:
+            self._warned_no_force = True
+            log.warning(
+                "this picamera2 encoder cannot force keyframes: new viewers wait for the "
+                "next periodic one (every %d frames)", self._source.keyframe_interval,
+            )  # fmt: skip
+
+    def restart_encoder(self, bitrate: int) -> None:
+        log.info("source=picamera2 bitrate=%d: restarting the encoder", bitrate)
+        encoder, self._encoder = self._encoder, None
+        self._camera.stop_encoder(encoder)
+        self._sink.new_epoch()
+        self._start_encoder(bitrate)
+
+    def close(self) -> None:
+        """Stop and release everything, whatever state it is in; never raises."""
+        steps: list[tuple[str, Callable[[], object]]] = []
+        if self._camera is not None:
+            if self._camera_started:
+                steps.append(("stop the camera", self._camera.stop))
+            if self._encoder is not None:
+                steps.append(("stop the encoder", lambda: self._camera.stop_encoder(self._encoder)))
+            steps.append(("close the camera", self._camera.close))
+        for what, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("source=picamera2 could not %s", what)
+        self._camera = self._encoder = None
+        self._camera_started = False

@@ -1,0 +1,220 @@
+"""The appliance end to end: real Janus, real slot server, the appliance as its own process on
+the synthetic camera (real H.264), and a real aiortc viewer decoding what it publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from appliance.sources.synthetic import read_counter
+from cvh_camera.janus_local import LocalJanus
+from cvh_camera.viewer import FeedViewer
+from server.config import PreactivatedSlot
+from tests.integration.harness import (
+    TIMEOUT,
+    Client,
+    RunningServer,
+    run_server,
+    server_config,
+    wait_until,
+)
+from tests.integration.test_server import participants
+
+TOKEN = "appliance-token-1234"
+WIDTH, HEIGHT, FPS = 640, 360, 15
+STREAM_TIMEOUT = 30.0
+
+
+class ApplianceProcess:
+    """`cvh-camera appliance --config …` as systemd would run it; its log is kept."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> ApplianceProcess:
+        log = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cvh_camera", "appliance", "--config", str(self.config_path),
+            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+        )  # fmt: skip
+        log.close()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process is None or self.process.returncode is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        return await asyncio.wait_for(self.process.wait(), TIMEOUT)
+
+
+def write_appliance_config(path: Path, server: RunningServer, **camera: Any) -> Path:
+    janus = server.config.janus
+    config = {
+        "server": {"url": server.url},
+        "slot": 0,
+        "token": camera.pop("token", TOKEN),
+        "name": "Lab camera",
+        "janus": {"url": janus.url, "room": janus.room},
+        "camera": {"source": "test", "width": WIDTH, "height": HEIGHT, "fps": FPS,
+                   "bitrate": 600_000, "keyframe_interval": FPS * 2, **camera},
+        "status": {"http_port": 0},
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def appliance(
+    server: RunningServer, tmp_path: Path, name: str = "appliance", **camera: Any
+) -> AsyncIterator[ApplianceProcess]:
+    config = write_appliance_config(tmp_path / f"{name}.yaml", server, **camera)
+    running = await ApplianceProcess(config, tmp_path / f"{name}.log").start()
+    try:
+        yield running
+    finally:
+        if running.process is not None and running.process.returncode is None:
+            running.process.kill()
+            await running.process.wait()
+
+
+@pytest.fixture
+async def server(janus: LocalJanus, tmp_path: Path) -> AsyncIterator[RunningServer]:
+    config = server_config(janus, tmp_path, preactivated=(PreactivatedSlot(0, TOKEN),), slots=2)
+    async with run_server(config) as running:
+        yield running
+
+
+@pytest.fixture
+async def receiver(server: RunningServer) -> AsyncIterator[Client]:
+    client = await Client().connect(server.url)
+    yield client
+    await client.close()
+
+
+async def watch(http: aiohttp.ClientSession, server: RunningServer, feed_id: int) -> FeedViewer:
+    viewer = FeedViewer(http, server.config.janus.url, server.config.janus.room)
+    await viewer.watch(feed_id)
+    return viewer
+
+
+async def test_publishes_frames_a_viewer_decodes(
+    server: RunningServer, receiver: Client, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with appliance(server, tmp_path):
+        new_feed = await receiver.next("new_feed", STREAM_TIMEOUT)
+        assert new_feed["slot"] == 0
+        await server.wait_notify("custom_name 0 Lab camera")
+        viewer = await watch(http, server, new_feed["feedId"])
+        try:
+            counters = []
+            for _ in range(10):
+                decoded = await viewer.next_frame(TIMEOUT)
+                assert (decoded.frame.width, decoded.frame.height) == (WIDTH, HEIGHT)
+                counters.append(read_counter(decoded.frame))
+            assert None not in counters
+            assert counters == sorted(counters) and counters[-1] > counters[0]
+        finally:
+            await viewer.close()
+
+
+async def test_sigterm_frees_the_seat_for_the_next_appliance(
+    server: RunningServer, receiver: Client, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    room = server.config.janus.room
+    janus = server.config.janus
+    async with appliance(server, tmp_path, "first") as first:
+        feed = (await receiver.next("new_feed", STREAM_TIMEOUT))["feedId"]
+        assert await first.stop(signal.SIGTERM) == 0
+        assert await receiver.next("remove_feed") == {"slot": 0}
+    assert await participants(http, janus.url, room) == []
+    assert "appliance stopped" in first.log()
+    async with appliance(server, tmp_path, "second"):
+        assert (await receiver.next("new_feed", STREAM_TIMEOUT))["feedId"] != feed
+
+
+async def test_kill_9_still_clears_the_feed(
+    server: RunningServer, receiver: Client, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with appliance(server, tmp_path, "first") as first:
+        await receiver.next("new_feed", STREAM_TIMEOUT)
+        await first.stop(signal.SIGKILL)
+        assert await receiver.next("remove_feed") == {"slot": 0}
+    # the server kicked the dead publisher, so a new appliance gets the seat at once
+    async with appliance(server, tmp_path, "second"):
+        assert (await receiver.next("new_feed", STREAM_TIMEOUT))["slot"] == 0
+
+
+async def test_republishes_after_janus_restart(
+    janus: LocalJanus, server: RunningServer, receiver: Client, tmp_path: Path
+) -> None:
+    async with appliance(server, tmp_path) as running:
+        first = await receiver.next("new_feed", STREAM_TIMEOUT)
+        janus.restart()
+        assert await receiver.next("remove_feed") == {"slot": 0}
+        again = await receiver.next("new_feed", STREAM_TIMEOUT + 30)
+        assert again["feedId"] != first["feedId"]
+        assert running.process is not None and running.process.returncode is None
+
+
+async def test_republishes_after_server_restart(janus: LocalJanus, tmp_path: Path) -> None:
+    config = server_config(janus, tmp_path, preactivated=(PreactivatedSlot(0, TOKEN),))
+    async with contextlib.AsyncExitStack() as outlives_the_server:
+        async with run_server(config) as server:
+            receiver = await Client().connect(server.url)
+            await outlives_the_server.enter_async_context(appliance(server, tmp_path))
+            first = await receiver.next("new_feed", STREAM_TIMEOUT)
+            await receiver.close()
+        # the server is gone; a new one comes up on the same port
+        async with run_server(config) as server:
+            receiver = await Client().connect(server.url)
+            state = await receiver.call("query_state")
+            feed = state["0"] if "0" in state else await receiver.next("new_feed", STREAM_TIMEOUT)
+            assert feed["feedId"] != first["feedId"]
+            await receiver.close()
+
+
+async def test_wrong_token_is_logged_and_not_retried_fast(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    async with appliance(server, tmp_path, token="wrong-token-9999") as running:
+        await wait_until(lambda: "next attempt in" in running.log(), STREAM_TIMEOUT)
+        text = running.log()
+        assert "Invalid token, contact your moderator" in text
+        delay = float(re.search(r"next attempt in ([0-9.]+)s", text)[1])  # type: ignore[index]
+        assert delay >= 20  # the longest backoff, not a tight loop
+        assert "wrong-token-9999" not in text  # never logged in full
+
+
+async def test_new_viewer_gets_a_keyframe_on_request(
+    server: RunningServer, receiver: Client, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    # periodic keyframes only every 40 s: a quick first picture needs the forwarded PLI
+    async with appliance(server, tmp_path, keyframe_interval=600):
+        feed = (await receiver.next("new_feed", STREAM_TIMEOUT))["feedId"]
+        first = await watch(http, server, feed)
+        try:
+            for _ in range(3 * FPS):  # well past the stream's first keyframe
+                await first.next_frame(TIMEOUT)
+            second = await watch(http, server, feed)
+            try:
+                decoded = await second.next_frame(10)
+                assert decoded.frame.width == WIDTH
+            finally:
+                await second.close()
+        finally:
+            await first.close()
