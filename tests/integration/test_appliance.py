@@ -218,3 +218,16 @@ async def test_new_viewer_gets_a_keyframe_on_request(
                 await second.close()
         finally:
             await first.close()
+
+
+async def test_controller_limit_and_janus_remb_reach_the_camera_encoder(
+    server: RunningServer, receiver: Client, tmp_path: Path
+) -> None:
+    room_bitrate = server.config.janus.bitrate  # Janus caps publishers at it with REMB
+    async with appliance(server, tmp_path) as running:
+        await receiver.next("new_feed", STREAM_TIMEOUT)
+        await wait_until(lambda: f"camera bitrate={room_bitrate} " in running.log())
+        server.command("set_bitrate_limit 0 100000")
+        await wait_until(
+            lambda: "camera bitrate=100000 (configured=600000 controller=100000" in running.log()
+        )

@@ -29,11 +29,15 @@ async def test_demo_starts_serves_and_stops(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as http, http.get(f"{url[1]}/healthz") as resp:
             health = await resp.json()
         assert health["janus"]["state"] == "ready" and health["activated"] == [0]
+        receiver = await Client().connect(url[1])
+        state = await receiver.call("query_state")  # the demo's camera publishes by itself
+        feed = state["0"] if "0" in state else await receiver.next("new_feed", 30)
+        assert feed["feedId"]
         token = (tmp_path / "slot0.token").read_text().strip()
-        sender = await Client().connect(url[1])
-        assert (await sender.call("sender_init", {"slot": 0, "token": token}))["success"]
-        await sender.close()
+        assert token not in text
         process.send_signal(signal.SIGTERM)
+        assert await receiver.next("remove_all_feeds") is None
+        await receiver.close()
         assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0
     finally:
         if process.returncode is None:
