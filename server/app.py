@@ -23,6 +23,7 @@ from server.controller import ControllerInput, handle_line
 from server.janus_room import JanusRoom
 from server.notify import NoNotify, NotifyFile
 from server.outbox import SocketOutbox
+from server.pages import add_pages
 from server.service import SlotService
 from server.slots import SlotTable
 from server.socketio_handlers import register_handlers
@@ -82,6 +83,7 @@ def create_app(
         app.cleanup_ctx.append(_task_ctx("controller input", reader.run))
     app.on_shutdown.append(_say_goodbye)
     app.router.add_get("/healthz", _health)
+    add_pages(app, config)
     return app
 
 

@@ -1,0 +1,63 @@
+"""The browser pages the slot server serves: the receiver (`/`, `/receiver`) and the sender
+(`/sender`), their static files, and `/cvh-config.json` telling them where things are."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from server.config import ServerConfig
+from server.janus_proxy import PROXY_PATH, add_janus_proxy
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "web" / "static"
+VENDOR_FILES = ("socket.io.esm.min.js",)
+BUILD_HINT = (
+    "The browser pages' third-party files are not built. Run `make web` "
+    "(or scripts/build-web.sh) in the CVH-Camera checkout, then reload."
+)
+_CONFIG = web.AppKey("pages_config", ServerConfig)
+
+
+def add_pages(app: web.Application, config: ServerConfig) -> None:
+    app[_CONFIG] = config
+    if not config.janus.browser_url:
+        add_janus_proxy(app, config.janus.url)
+    for path, page in (
+        ("/", "receiver.html"),
+        ("/receiver", "receiver.html"),
+        ("/sender", "sender.html"),
+    ):
+        app.router.add_get(path, _page(page))
+    app.router.add_get("/cvh-config.json", _page_config)
+    app.router.add_static("/static", STATIC, follow_symlinks=False)
+    missing = missing_assets()
+    if missing:
+        log.warning("browser pages unavailable: %s missing. %s", ", ".join(missing), BUILD_HINT)
+
+
+def missing_assets() -> list[str]:
+    return [name for name in VENDOR_FILES if not (STATIC / "vendor" / name).is_file()]
+
+
+def _page(name: str):  # type: ignore[no-untyped-def]
+    async def serve(request: web.Request) -> web.StreamResponse:
+        if missing_assets():
+            return web.Response(status=503, text=BUILD_HINT, content_type="text/plain")
+        return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+
+    return serve
+
+
+async def _page_config(request: web.Request) -> web.Response:
+    config = request.app[_CONFIG]
+    body = {
+        "socketioPath": config.socketio_path,
+        "janusUrl": config.janus.browser_url or PROXY_PATH,
+        "room": config.janus.room,
+        "slots": config.slots,
+    }
+    return web.json_response(body, headers={"Cache-Control": "no-cache"})
