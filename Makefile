@@ -3,10 +3,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo server test lint unit integration bench clean
+.PHONY: setup web demo server test lint unit integration bench clean
 
 setup:
 	@scripts/setup.sh
+
+web:  ## the browser pages' third-party assets (npm ci + copy into server/web/static/vendor)
+	scripts/build-web.sh
 
 demo: setup  ## Janus + slot server (+ appliance later), prints where to watch
 	$(BIN)/cvh-camera demo

@@ -27,7 +27,8 @@ from wire.logsetup import setup_logging
 
 log = logging.getLogger(__name__)
 
-DEMO_SLOT = 0
+DEMO_SLOT = 0  # the demo camera's
+BROWSER_SLOT = 1  # for the browser sender page
 DEMO_BITRATE = 2_500_000  # the room's limit: Janus asks publishers (REMB) to stay below it
 
 
@@ -51,17 +52,17 @@ async def _demo(args: argparse.Namespace) -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cvh-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     async with _janus(workdir) as janus:
-        token = secrets.token_urlsafe(16)
-        token_file = workdir / f"slot{DEMO_SLOT}.token"
-        token_file.write_text(token + "\n")
-        token_file.chmod(0o600)
+        token, browser_token = (_new_token(workdir, slot) for slot in (DEMO_SLOT, BROWSER_SLOT))
         config = replace(
             ServerConfig(),
             host=args.host,
             port=_usable_port(args.port),
             read_stdin=False,
             notify_path=str(workdir / "notify.txt"),
-            preactivated=(PreactivatedSlot(DEMO_SLOT, token),),
+            preactivated=(
+                PreactivatedSlot(DEMO_SLOT, token, "Demo camera"),
+                PreactivatedSlot(BROWSER_SLOT, browser_token, "Browser sender"),
+            ),
             janus=JanusSettings(
                 url=janus.http_url, admin_key=janus.admin_key, bitrate=DEMO_BITRATE
             ),
@@ -72,8 +73,17 @@ async def _demo(args: argparse.Namespace) -> None:
             if not args.no_camera:
                 camera = _camera(config, janus, token)
                 await stack.enter_async_context(running_appliance(camera))
-            _announce(config, janus, workdir, token_file)
+            _announce(config, janus, workdir)
             await _until_signalled()
+
+
+def _new_token(workdir: Path, slot: int) -> str:
+    """A fresh slot token, kept in a file only its owner can read (never printed)."""
+    token = secrets.token_urlsafe(16)
+    path = workdir / f"slot{slot}.token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
 
 
 def _camera(server: ServerConfig, janus: LocalJanus, token: str) -> ApplianceConfig:
@@ -123,17 +133,20 @@ def _usable_port(wanted: int) -> int:
     return wanted
 
 
-def _announce(config: ServerConfig, janus: LocalJanus, workdir: Path, token_file: Path) -> None:
-    base = (
-        f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
-    )
+def _announce(config: ServerConfig, janus: LocalJanus, workdir: Path) -> None:
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    base = f"http://{host}:{config.port}"
+    token_file = workdir / f"slot{BROWSER_SLOT}.token"
+    sender = f"{base}/sender?slot={BROWSER_SLOT}&pin=none&token=$(cat {token_file})"
     lines = [
         "",
         "CVH-Camera demo is running (Ctrl-C stops it)",
+        f"  receiver page    {base}/",
         f"  slot server      {base}  (socket.io path {config.socketio_path})",
         f"  server status    {base}/healthz",
-        f"  Janus HTTP API   {janus.http_url}",
-        f"  slot {DEMO_SLOT} token     in {token_file}",
+        f"  Janus HTTP API   {janus.http_url}  (browsers use {base}/janus)",
+        f"  browser sender   {sender}",
+        f"  slot tokens      {workdir}/slot{DEMO_SLOT}.token, slot{BROWSER_SLOT}.token",
         f"  notify lines     {workdir / 'notify.txt'}",
         "",
     ]

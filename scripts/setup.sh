@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian/Ubuntu machine:
-# system packages (Janus, Python venv support) and the project in .venv with its extras.
-# Idempotent: a second run only checks.
+# system packages (Janus, Chromium for the browser tests, Node.js/npm for the pages'
+# socket.io client, Python venv support), the project in .venv with its extras, and the
+# browser pages' assets. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(janus python3-venv iproute2)
+APT_PACKAGES=(janus python3-venv iproute2 chromium)
+command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -37,6 +39,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing the project into .venv"
     .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
     .venv/bin/python -m pip install -q -e '.[test,bench]' 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -c "import server, socketio, aiohttp, aiortc" # fail loudly if the install did
+    .venv/bin/python -c "import server, socketio, aiohttp, aiortc, playwright" # fail loudly
     touch "$stamp"
+fi
+
+lock=server/web/package-lock.json
+vendor=server/web/static/vendor/socket.io.esm.min.js
+if [ ! -f "$vendor" ] || [ "$lock" -nt "$vendor" ]; then
+    scripts/build-web.sh
 fi

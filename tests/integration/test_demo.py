@@ -28,7 +28,9 @@ async def test_demo_starts_serves_and_stops(tmp_path: Path) -> None:
         assert url, text
         async with aiohttp.ClientSession() as http, http.get(f"{url[1]}/healthz") as resp:
             health = await resp.json()
-        assert health["janus"]["state"] == "ready" and health["activated"] == [0]
+        assert health["janus"]["state"] == "ready" and health["activated"] == [0, 1]
+        async with aiohttp.ClientSession() as http, http.get(url[1] + "/") as resp:
+            assert resp.status == 200 and "receiver.js" in await resp.text()
         receiver = await Client().connect(url[1])
         state = await receiver.call("query_state")  # the demo's camera publishes by itself
         feed = state["0"] if "0" in state else await receiver.next("new_feed", 30)
