@@ -17,12 +17,13 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import socketio
 from procs import ServerProcess, machine
@@ -55,10 +56,12 @@ class Child:
 
     argv: Sequence[str]
     log_path: Path
-    stdout_pipe: bool = False  # stdout to a pipe (for `lines()`), stderr still to the log
+    stdout_pipe: bool = False  # stdout to a pipe (for `read_json_line`), stderr to the log
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _lines: asyncio.Queue[bytes] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> Child:
+        """Start the process; with `stdout_pipe`, call from the event loop's thread."""
         with self.log_path.open("ab") as log_file:
             self.proc = subprocess.Popen(
                 list(self.argv),
@@ -67,6 +70,15 @@ class Child:
                 stderr=log_file,
                 preexec_fn=_die_with_parent,
             )
+        if self.proc.stdout is not None:
+            self._lines = asyncio.Queue()
+            reader = threading.Thread(
+                target=_pump_lines,
+                args=(self.proc.stdout, asyncio.get_running_loop(), self._lines),
+                name=f"stdout-{self.proc.pid}",
+                daemon=True,  # never keeps the benchmark from exiting
+            )
+            reader.start()
         return self
 
     @property
@@ -94,18 +106,15 @@ class Child:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
         return proc.returncode
 
     async def read_json_line(self, timeout: float) -> dict[str, Any]:
         """The next JSON line the process writes to stdout (with `stdout_pipe`)."""
-        if self.proc is None or self.proc.stdout is None:
+        if self._lines is None:
             raise BenchError("no stdout pipe")
-        stdout = self.proc.stdout
         try:
             async with asyncio.timeout(timeout):
-                line = await asyncio.to_thread(stdout.readline)
+                line = await self._lines.get()
         except TimeoutError:
             raise BenchError(f"no line from {self.argv[1]} in {timeout} s\n{self.log_tail()}") from None
         if not line:
@@ -121,6 +130,19 @@ class Child:
 
     def log_tail(self, lines: int = 25) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:]) or "(empty log)"
+
+
+def _pump_lines(
+    stream: IO[bytes], loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[bytes]
+) -> None:
+    """On a thread: every line of `stream` into `lines`, then b"" at its end."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in iter(stream.readline, b""):
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(lines.put_nowait, b"")
+    stream.close()
 
 
 def appliance_argv(config_path: Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,9 +11,10 @@ from typing import Any
 import pytest
 from playwright.async_api import Page
 
+from cvh_camera.janus_local import LocalJanus
 from tests.integration.appliance_harness import STREAM_TIMEOUT, appliance, receiver, server
 from tests.integration.browser import chromium
-from tests.integration.harness import Client, RunningServer
+from tests.integration.harness import Client, RunningServer, run_server, server_config
 
 __all__ = ["receiver", "server"]  # fixtures
 
@@ -54,12 +56,15 @@ async def wait_decoding(page: Page, slot: int, width: int) -> None:
         arg=[slot, width],
         timeout=WAIT_MS,
     )
-    first = await page.evaluate("(slot) => window.cvhReceiver.stats(slot)", slot)
-    await page.wait_for_function(
-        "([slot, before]) => window.cvhReceiver.stats(slot).then(s => s.framesDecoded > before)",
-        arg=[slot, first["framesDecoded"] + 10],
-        timeout=WAIT_MS,
-    )
+    first = await frames_decoded(page, slot)
+    async with asyncio.timeout(WAIT_MS / 1000):
+        while await frames_decoded(page, slot) < first + 10:
+            await asyncio.sleep(0.1)  # getStats() is asynchronous: poll it
+
+
+async def frames_decoded(page: Page, slot: int) -> int:
+    stats = await page.evaluate("(slot) => window.cvhReceiver.stats(slot)", slot)
+    return int(stats["framesDecoded"]) if stats else 0
 
 
 async def test_live_feed_goes_and_comes_back(
@@ -130,3 +135,38 @@ async def test_controller_commands_change_the_page(
         # anchored at the canvas's right-bottom corner, inside the letterbox
         assert box["right"] == pytest.approx((box["stageWidth"] - 1920 * scale) / 2, abs=1)
         assert box["bottom"] == pytest.approx((box["stageHeight"] - 1080 * scale) / 2, abs=1)
+
+
+async def test_page_recovers_when_janus_restarts(
+    janus: LocalJanus, server: RunningServer, receiver: Client, page: Page, tmp_path: Path
+) -> None:
+    async with appliance(server, tmp_path):
+        first = await receiver.next("new_feed", STREAM_TIMEOUT)
+        await page.goto(server.url)
+        await wait_decoding(page, 0, 640)
+        janus.restart()
+        again = await receiver.next("new_feed", STREAM_TIMEOUT + 30)
+        assert again["feedId"] != first["feedId"]
+        await page.wait_for_function(
+            "(id) => document.querySelector('.feed[data-slot=\"0\"]')?.dataset.feedId === id",
+            arg=str(again["feedId"]),
+            timeout=WAIT_MS,
+        )
+        await wait_decoding(page, 0, 640)
+
+
+async def test_status_tells_when_the_server_is_gone(janus: LocalJanus, tmp_path: Path) -> None:
+    config = server_config(janus, tmp_path)
+    async with chromium() as browser:
+        page = await browser.new_page()
+        async with run_server(config) as running:
+            await page.goto(running.url)
+            await page.wait_for_function(status_is("ok"), timeout=WAIT_MS)
+        await page.wait_for_function(status_is("error"), timeout=WAIT_MS)
+        assert "Server" in await page.text_content("#status")
+        async with run_server(config):
+            await page.wait_for_function(status_is("ok"), timeout=WAIT_MS)
+
+
+def status_is(level: str) -> str:
+    return f"() => document.getElementById('status').dataset.level === '{level}'"

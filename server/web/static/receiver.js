@@ -106,6 +106,7 @@ class FeedView {
 
   async subscribe() {
     const generation = ++this.generation;
+    this.element.dataset.subscriptions = String(generation);
     this.#teardown();
     this.element.dataset.state = "connecting";
     for (let attempt = 0; generation === this.generation; attempt++) {

@@ -1,0 +1,333 @@
+"""Publisher CPU at 1280×720, 30 fps, 2 Mbit/s: the appliance passing the camera's H.264
+through, against aiortc encoding the same pictures itself, in one run.
+
+1. Records 10 s of the test stream (x264, as the Pi's encoder makes it: 720p30, 2 Mbit/s,
+   an IDR every 60 frames) into the run's folder.
+2. Starts a local Janus and the slot server (slot 0 open; room bitrate = 2 Mbit/s, so
+   Janus's REMB asks for exactly the stream's rate and never less).
+3. Run A: `cvh-camera appliance` with `camera.source: file` on that recording (what a
+   camera with a hardware encoder costs us: no encoding in the process). Once the
+   receiver hears `new_feed`, a viewer in this process subscribes and decodes; after the
+   warm-up, the appliance's CPU time (utime + stime of every thread, /proc/<pid>/stat) is
+   read over the window.
+4. Run B: `bench/aiortc_encoding_publisher.py` decodes the same recording into pictures up
+   front and publishes them into the same room at 30 fps, letting aiortc's own H.264
+   encoder encode them (its bitrate follows the room's REMB: 2 Mbit/s). Same viewer, same
+   warm-up, same window.
+
+The viewer (in this process) is not counted. Prints CPU seconds per 10 s for both, their
+ratio and the targets: A ≤ 0.2 CPU-s per 10 s, ratio ≥ 15×.
+
+    python bench/publisher_cpu.py [--window 10] [--warmup 5] [--write-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from appliance_rig import (
+    BenchError,
+    Child,
+    Rig,
+    appliance_argv,
+    appliance_config,
+    cpu_seconds,
+    machine_info,
+    receiver,
+    replace_section,
+    stamp,
+    start_janus,
+    start_server,
+    terminate_on_sigterm,
+)
+
+from appliance.sources.synthetic import record_test_stream
+from cvh_camera.viewer import FeedViewer
+
+BENCH_DIR = Path(__file__).resolve().parent
+SECTION = "## Publisher CPU (appliance)"
+WIDTH, HEIGHT, FPS, BITRATE, KEYFRAME_INTERVAL = 1280, 720, 30, 2_000_000, 60
+TARGET_CPU_PER_10S = 0.2
+TARGET_RATIO = 15.0
+FIRST_FRAME_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class Measured:
+    name: str
+    cpu_s: float  # CPU seconds over the window
+    wall_s: float  # the window's length
+    viewer_frames: int  # pictures the viewer decoded in the window
+    sent_frames: int | None = None  # pictures the publisher handed to aiortc (run B)
+    skipped: int | None = None  # frame slots the publisher missed (run B)
+    bits_per_second: float | None = None  # what it sent (run B) or the recording's (run A)
+
+    @property
+    def per_10s(self) -> float:
+        return self.cpu_s * 10.0 / self.wall_s
+
+    @property
+    def viewer_fps(self) -> float:
+        return self.viewer_frames / self.wall_s
+
+
+class FrameCounter:
+    """Consumes a viewer's frames (so its queue never fills) and counts them by arrival time."""
+
+    def __init__(self, viewer: FeedViewer) -> None:
+        self.arrivals: list[float] = []
+        self._task = asyncio.create_task(self._count(viewer), name="frame-counter")
+
+    async def _count(self, viewer: FeedViewer) -> None:
+        while True:
+            decoded = await viewer.frames.get()
+            self.arrivals.append(decoded.received)
+
+    def between(self, start: float, end: float) -> int:
+        return sum(start <= t < end for t in self.arrivals)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+@contextlib.asynccontextmanager
+async def watching(http: aiohttp.ClientSession, rig: Rig, feed_id: int):  # type: ignore[no-untyped-def]
+    """A subscribed viewer that has decoded its first picture, and its frame counter."""
+    viewer = FeedViewer(http, rig.janus_url, rig.room)
+    counter: FrameCounter | None = None
+    try:
+        await viewer.watch(feed_id)
+        first = await viewer.next_frame(FIRST_FRAME_TIMEOUT)
+        if (first.frame.width, first.frame.height) != (WIDTH, HEIGHT):
+            raise BenchError(f"viewer decoded {first.frame.width}x{first.frame.height}")
+        counter = FrameCounter(viewer)
+        yield counter
+    finally:
+        if counter is not None:
+            await counter.stop()
+        await viewer.close()
+
+
+async def cpu_window(
+    child: Child, counter: FrameCounter, args: argparse.Namespace
+) -> tuple[float, float, float, int]:
+    """(CPU s, wall s, window start, viewer frames) of `child` over the window, after warm-up."""
+    await asyncio.sleep(args.warmup)
+    cpu0, t0 = cpu_seconds(child.pid), time.monotonic()
+    await asyncio.sleep(args.window)
+    cpu1, t1 = cpu_seconds(child.pid), time.monotonic()
+    if not child.alive():
+        raise BenchError(f"{child.argv[1:4]} exited during the window\n{child.log_tail()}")
+    return cpu1 - cpu0, t1 - t0, t0, counter.between(t0, t1)
+
+
+async def run_appliance(
+    rig: Rig, http: aiohttp.ClientSession, recording: Path, args: argparse.Namespace,
+    cleanup: contextlib.ExitStack,
+) -> Measured:  # fmt: skip
+    camera = {
+        "source": "file", "file": str(recording), "width": WIDTH, "height": HEIGHT,
+        "fps": FPS, "bitrate": BITRATE, "keyframe_interval": KEYFRAME_INTERVAL,
+    }  # fmt: skip
+    config = appliance_config(rig, rig.workdir / "appliance-file.yaml", camera)
+    child = Child(appliance_argv(config), rig.workdir / "appliance-file.log")
+    cleanup.callback(child.stop)
+    async with receiver(rig) as slot_server:
+        child.start()
+        feed_id = await slot_server.new_feed(child)
+        async with watching(http, rig, feed_id) as counter:
+            cpu, wall, _, frames = await cpu_window(child, counter, args)
+        status = await asyncio.to_thread(child.stop)
+        await slot_server.remove_feed()
+    if status != 0:
+        raise BenchError(f"the appliance exited with {status} on SIGTERM\n{child.log_tail()}")
+    seconds = recording_frames(args) / FPS
+    bits = recording.stat().st_size * 8 / seconds
+    return Measured("A: appliance, file source (passthrough)", cpu, wall, frames,
+                    bits_per_second=bits)  # fmt: skip
+
+
+async def run_aiortc_encoder(
+    rig: Rig, http: aiohttp.ClientSession, recording: Path, args: argparse.Namespace,
+    cleanup: contextlib.ExitStack,
+) -> Measured:  # fmt: skip
+    argv = [
+        sys.executable, str(BENCH_DIR / "aiortc_encoding_publisher.py"),
+        "--janus-url", rig.janus_url, "--room", str(rig.room),
+        "--recording", str(recording), "--fps", str(FPS),
+    ]  # fmt: skip
+    child = Child(argv, rig.workdir / "aiortc-encoder.log", stdout_pipe=True)
+    cleanup.callback(child.stop)
+    child.start()
+    ready = await child.read_json_line(60.0)  # decoding the recording first takes a while
+    if ready.get("event") != "publishing":
+        raise BenchError(f"unexpected first line from the baseline publisher: {ready}")
+    print(f"  baseline publisher decoded {ready['frames']} pictures up front "
+          f"({ready['decode_cpu_s']:.2f} CPU-s, not in the window)", flush=True)  # fmt: skip
+    async with watching(http, rig, int(ready["feed"])) as counter:
+        await asyncio.sleep(args.warmup)
+        child.signal(signal.SIGUSR1)
+        before = await child.read_json_line(5.0)
+        cpu0, t0 = cpu_seconds(child.pid), time.monotonic()
+        await asyncio.sleep(args.window)
+        child.signal(signal.SIGUSR1)
+        cpu1, t1 = cpu_seconds(child.pid), time.monotonic()
+        after = await child.read_json_line(5.0)
+        frames = counter.between(t0, t1)
+    status = await asyncio.to_thread(child.stop)
+    if status != 0:
+        raise BenchError(f"the baseline publisher exited with {status}\n{child.log_tail()}")
+    span = after["mono"] - before["mono"]
+    return Measured(
+        "B: aiortc encodes (libx264 in aiortc)",
+        cpu1 - cpu0,
+        t1 - t0,
+        frames,
+        sent_frames=after["frames"] - before["frames"],
+        skipped=after["skipped"] - before["skipped"],
+        bits_per_second=(after["bytes"] - before["bytes"]) * 8 / span,
+    )
+
+
+def recording_frames(args: argparse.Namespace) -> int:
+    return max(1, round(args.recording_seconds * FPS))
+
+
+async def run(args: argparse.Namespace, workdir: Path, cleanup: contextlib.ExitStack) -> list[Measured]:
+    recording = workdir / "test-720p30-2M.h264"
+    frames = await asyncio.to_thread(
+        record_test_stream, recording, width=WIDTH, height=HEIGHT, fps=FPS,
+        seconds=args.recording_seconds, bitrate=BITRATE, keyframe_interval=KEYFRAME_INTERVAL,
+    )  # fmt: skip
+    print(f"recorded {frames} frames, {recording.stat().st_size / 1e6:.2f} MB", flush=True)
+    janus = start_janus(workdir, cleanup)
+    rig = await start_server(workdir, janus, BITRATE, cleanup)
+    async with asyncio.timeout(args.time_limit), aiohttp.ClientSession() as http:
+        print("run A: appliance on the file source …", flush=True)
+        a = await run_appliance(rig, http, recording, args, cleanup)
+        print(f"  {a.per_10s:.3f} CPU-s per 10 s", flush=True)
+        print("run B: aiortc encoding …", flush=True)
+        b = await run_aiortc_encoder(rig, http, recording, args, cleanup)
+        print(f"  {b.per_10s:.3f} CPU-s per 10 s", flush=True)
+    return [a, b]
+
+
+def table(results: list[Measured]) -> list[str]:
+    header = ("publisher", "CPU-s per 10 s", "window s", "viewer fps", "sent fps",
+              "slots skipped", "Mbit/s")  # fmt: skip
+    rows = [header]
+    for m in results:
+        rows.append((
+            m.name, f"{m.per_10s:.3f}", f"{m.wall_s:.2f}", f"{m.viewer_fps:.1f}",
+            "—" if m.sent_frames is None else f"{m.sent_frames / m.wall_s:.1f}",
+            "—" if m.skipped is None else str(m.skipped),
+            "—" if m.bits_per_second is None else f"{m.bits_per_second / 1e6:.2f}",
+        ))  # fmt: skip
+    return ["| " + " | ".join(row) + " |" for row in rows[:1]] + [
+        "|---|" + "---:|" * (len(header) - 1)
+    ] + ["| " + " | ".join(row) + " |" for row in rows[1:]]
+
+
+def verdicts(a: Measured, b: Measured) -> list[str]:
+    ratio = b.per_10s / a.per_10s if a.per_10s > 0 else float("inf")
+    return [
+        f"ratio B/A: {ratio:.1f}×",
+        f"target A ≤ {TARGET_CPU_PER_10S} CPU-s per 10 s: {a.per_10s:.3f}: "
+        + ("met" if a.per_10s <= TARGET_CPU_PER_10S else "NOT met"),
+        f"target ratio ≥ {TARGET_RATIO:.0f}×: {ratio:.1f}×: "
+        + ("met" if ratio >= TARGET_RATIO else "NOT met"),
+    ]
+
+
+DESCRIPTION = """\
+`bench/publisher_cpu.py` records 10 s of the test stream (1280×720, 30 fps, 2 Mbit/s, an IDR
+every 60 frames), starts a local Janus and the slot server (room bitrate 2 Mbit/s, so
+Janus's REMB asks for the stream's own rate), then measures two publishers one after the
+other, each with one aiortc viewer (in the benchmark process, not counted) subscribed and
+decoding: CPU time (utime + stime of all threads, `/proc/<pid>/stat`) over the window,
+after a warm-up that starts once the viewer decoded its first picture.
+
+- *A*: the real `cvh-camera appliance` process, `camera.source: file` on the recording:
+  the camera's hardware encoder does the encoding, the appliance packetizes, encrypts and
+  sends (aiortc with `av.Packet`s).
+- *B*: `bench/aiortc_encoding_publisher.py`: the same pictures (decoded from the recording
+  up front, outside the window) handed to aiortc as `av.VideoFrame`s at 30 fps, so aiortc's
+  own H.264 encoder (libx264 with aiortc's settings; bitrate from Janus's REMB) encodes
+  them; same Janus room, same offer (H.264 42e01f only).
+
+*Mbit/s*: A's is the recording's; B's is what its sender reported sending in the window.
+
+Targets: A ≤ 0.2 CPU-s per 10 s; B/A ≥ 15×."""
+
+
+def markdown(results: list[Measured], info: dict[str, str], args: argparse.Namespace) -> str:
+    a, b = results
+    lines = [
+        DESCRIPTION, "", stamp(), "",
+        *(f"- {key}: {value}" for key, value in info.items()),
+        f"- warm-up {args.warmup:g} s, window {args.window:g} s", "",
+        *table(results), "",
+        *(f"- {line}" for line in verdicts(a, b)),
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--window", type=float, default=10.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before the window")
+    parser.add_argument("--recording-seconds", type=float, default=10.0)
+    parser.add_argument("--time-limit", type=float, default=240.0, help="both runs, seconds")
+    parser.add_argument("--write-results", action="store_true", help="update bench/RESULTS.md")
+    parser.add_argument("--workdir", type=Path, help="keep recording, configs and logs here")
+    args = parser.parse_args(argv)
+    if args.window <= 0 or args.warmup < 0:
+        parser.error("--window must be positive and --warmup not negative")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    terminate_on_sigterm()
+    with contextlib.ExitStack() as cleanup:  # stops every process, also on errors and signals
+        if args.workdir is not None:
+            workdir = args.workdir.resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cvh-cpu-")))
+        try:
+            results = asyncio.run(run(args, workdir, cleanup))
+        except BenchError as error:
+            print(f"benchmark failed: {error}", file=sys.stderr)
+            return 1
+    info = machine_info()
+    print()
+    for line in table(results):
+        print(line)
+    print()
+    for line in verdicts(*results):
+        print(line)
+    for key, value in info.items():
+        print(f"{key}: {value}")
+    if args.write_results:
+        path = BENCH_DIR / "RESULTS.md"
+        replace_section(path, SECTION, markdown(results, info, args))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Takes docs/receiver.png: the README's demo (`cvh-camera demo`) as headless Chromium shows it.
+
+.venv/bin/python scripts/screenshot.py [docs/receiver.png]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.async_api import async_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
+
+
+async def main(target: Path) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="cvh-shot-"))
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cvh_camera", "demo", "--port", "0", "--workdir", str(workdir),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert demo.stdout is not None
+    try:
+        text = ""
+        async with asyncio.timeout(60):
+            while "receiver page" not in text:
+                line = (await demo.stdout.readline()).decode()
+                if not line:
+                    raise SystemExit("the demo ended before it was running")
+                text += line
+        url = re.search(r"receiver page\s+(\S+)", text)[1]  # type: ignore[index]
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = await browser.new_page(viewport={"width": 1280, "height": 760})
+            await page.goto(url + "?stats")
+            # live video, and the overlay has measured a bitrate
+            await page.wait_for_function(
+                "() => /[1-9][0-9]* kbit/.test(document.querySelector('.feed .stats')?.textContent)",
+                timeout=60_000,
+            )
+            await page.screenshot(path=str(target))
+            await browser.close()
+        print(f"wrote {target}")
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(demo.wait(), 20)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/receiver.png")))
