@@ -49,10 +49,9 @@ async def main(target: Path) -> None:
             page = await browser.new_page(viewport={"width": 1280, "height": 760})
             await page.goto(url + "?stats")
             # live video, and the overlay has measured a bitrate
-            await page.wait_for_function(
-                "() => /[1-9][0-9]* kbit/.test(document.querySelector('.feed .stats')?.textContent)",
-                timeout=60_000,
-            )
+            overlay = "document.querySelector('.feed .stats')?.textContent"
+            measured = f"() => /[1-9][0-9]* kbit/.test({overlay})"
+            await page.wait_for_function(measured, timeout=60_000)
             await page.screenshot(path=str(target))
             await browser.close()
         print(f"wrote {target}")
