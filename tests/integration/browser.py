@@ -18,7 +18,6 @@ FLAGS = [  # Playwright adds --headless and a fresh --user-data-dir itself
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
     # Show host candidates as addresses, not mDNS names (Janus ignores mDNS here).
     "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]

@@ -47,11 +47,12 @@ async def feed_element_state(page: Page, slot: int) -> dict[str, Any]:
 
 
 async def wait_decoding(page: Page, slot: int, width: int) -> None:
-    """A <video> of the right width whose decoder keeps producing frames."""
+    """A playing <video> of the right width whose decoder keeps producing frames (Chromium's
+    default autoplay policy: muted video must play without a click)."""
     await page.wait_for_function(
         """([slot, width]) => {
             const video = document.querySelector(`.feed[data-slot="${slot}"] video`);
-            return video && video.videoWidth === width;
+            return video && video.videoWidth === width && !video.paused;  // muted autoplay
         }""",
         arg=[slot, width],
         timeout=WAIT_MS,
