@@ -98,6 +98,7 @@ async def test_sender_page_publishes_h264_that_a_receiver_decodes(
 ) -> None:
     sender = await open_page(browser, sender_url(server, token=TOKEN, pin="none", slot=0))
     width = await preview_width(sender)
+    await expect(sender.locator("#camera option")).not_to_have_count(0)
     await expect(sender.locator("#pin")).to_be_hidden()
     await expect(sender.locator("#name")).to_be_hidden()
 
@@ -108,6 +109,12 @@ async def test_sender_page_publishes_h264_that_a_receiver_decodes(
     feed = await receiver.next("new_feed", WAIT)
     assert feed["slot"] == 0
     assert await room_participants(http, server) == [feed["feedId"]]
+    janus_ids = await sender.evaluate(
+        "() => { const { session, handle } = window.cvhSender.page.publisher;"
+        " return [session.id, handle.id]; }"
+    )
+    stored = server.service.table[0].feed
+    assert stored is not None and [stored.session_id, stored.handle_id] == janus_ids
     stats = await sender.evaluate("() => window.cvhSender.stats()")
     assert stats["codec"] == "video/H264"
 

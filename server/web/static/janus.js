@@ -35,8 +35,8 @@ async function fetchJson(url, options, timeoutMs) {
   }
 }
 
-async function post(url, body) {
-  const request = { ...body, transaction: transactionId() };
+async function post(url, body, transaction = transactionId()) {
+  const request = { ...body, transaction };
   const options = {
     method: "POST",
     headers: { "Content-Type": "application/json" },
@@ -139,14 +139,16 @@ export class JanusSession {
   }
 
   // Sends a plugin message; resolves with the plugin's answer, synchronous or by event.
+  // The waiter for the event is in place before the request leaves: Janus may deliver the
+  // event through the long poll before the HTTP "ack" arrives.
   async send(handleId, body, jsep) {
     if (this.closed) throw new Error("Janus session is gone");
     const request = { janus: "message", body };
     if (jsep) request.jsep = jsep;
-    const [transaction, answer] = await post(`${this.url}/${this.id}/${handleId}`, request);
-    if (answer.janus !== "ack") return pluginResult(answer);
-    const event = await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+    const transaction = transactionId();
+    let timer;
+    const event = new Promise((resolve, reject) => {
+      timer = setTimeout(() => {
         this.pending.delete(transaction);
         reject(new Error(`no answer from Janus to ${body.request}`));
       }, REQUEST_TIMEOUT_MS);
@@ -155,8 +157,23 @@ export class JanusSession {
         resolve(message);
       });
     });
-    if (event.janus === "lost") throw new Error(event.reason);
-    return pluginResult(event);
+    event.catch(() => {}); // handled below; avoids an unhandled rejection if we return early
+    let answer;
+    try {
+      [, answer] = await post(`${this.url}/${this.id}/${handleId}`, request, transaction);
+    } catch (error) {
+      this.pending.delete(transaction);
+      clearTimeout(timer);
+      throw error;
+    }
+    if (answer.janus !== "ack") {
+      this.pending.delete(transaction);
+      clearTimeout(timer);
+      return pluginResult(answer);
+    }
+    const message = await event;
+    if (message.janus === "lost") throw new Error(message.reason);
+    return pluginResult(message);
   }
 }
 

@@ -38,7 +38,8 @@ function showStatus(text, level = "info") {
 }
 
 function formatBitrate(bits) {
-  if (!(bits > 0)) return "none";
+  if (typeof bits !== "number") return "unknown";
+  if (bits <= 0) return "none";
   return `${(bits / 1000).toLocaleString("en", { maximumFractionDigits: 1 })} kbit/s`;
 }
 
@@ -198,6 +199,7 @@ class Publisher {
     this.session.lost.then((reason) => this.#end(`The connection to the video server was lost (${reason})`));
     try {
       this.handle = await this.session.attach("janus.plugin.videoroom");
+      this.handle.onevent = (event) => this.#onevent(event);
       const join = { request: "join", ptype: "publisher", room, display: name || `slot ${slot}` };
       if (pin) join.pin = pin;
       const { data } = await this.handle.message(join);
@@ -207,16 +209,19 @@ class Publisher {
     }
   }
 
+  #webrtcUp = () => {};
+
+  #onevent(event) {
+    if (event.janus === "webrtcup") this.#webrtcUp();
+    else if (event.janus === "hangup") this.#end(`The video server hung up (${event.reason})`);
+  }
+
   async #publish(track) {
     const pc = new RTCPeerConnection({ iceServers: [] });
     this.pc = pc;
+    track.contentHint = "detail"; // under a low bitrate limit: fewer frames, never a smaller picture
     preferH264(pc.addTransceiver(track, { direction: "sendonly" }));
-    const up = new Promise((resolve) => {
-      this.handle.onevent = (event) => {
-        if (event.janus === "webrtcup") resolve();
-        if (event.janus === "hangup") this.#end(`The video server hung up (${event.reason})`);
-      };
-    });
+    const up = new Promise((resolve) => (this.#webrtcUp = resolve));
     const early = [];
     let trickle = (candidate) => early.push(candidate);
     pc.onicecandidate = ({ candidate }) => trickle(candidate);
@@ -227,7 +232,8 @@ class Publisher {
     await pc.setLocalDescription(await pc.createOffer());
     let jsep;
     try {
-      ({ jsep } = await this.handle.message({ request: "publish", audio: false, video: true }, pc.localDescription));
+      const publish = { request: "publish", audio: false, video: true };
+      ({ jsep } = await this.handle.message(publish, pc.localDescription));
     } catch (error) {
       throw new Error(janusProblem("The video server refused the camera", error, this.settings.room));
     }
@@ -240,7 +246,9 @@ class Publisher {
 
   replaceTrack(track) {
     const sender = this.pc?.getSenders()[0];
-    return sender ? sender.replaceTrack(track) : Promise.resolve();
+    if (!sender) return Promise.resolve();
+    track.contentHint = "detail";
+    return sender.replaceTrack(track);
   }
 
   async stats() {
@@ -277,6 +285,7 @@ class SenderPage {
     this.settings = settings;
     this.camera = new Camera(ui.preview, ui.camera);
     this.publisher = null;
+    this.state = "idle";
   }
 
   setup() {
@@ -303,6 +312,7 @@ class SenderPage {
   }
 
   setState(state) {
+    this.state = state;
     document.body.dataset.state = state;
     const idle = state === "idle";
     const live = state === "live";
@@ -329,6 +339,7 @@ class SenderPage {
   async start() {
     this.setState("starting");
     if (!this.camera.track && !(await this.openCamera())) return this.setState("idle");
+    if (this.state !== "starting") return; // stopped while the camera opened
     const run = new Publisher(this.settings);
     this.publisher = run;
     run.onend = (message) => this.finish(run, message, "error");
@@ -362,7 +373,13 @@ class SenderPage {
   }
 
   stop() {
-    if (this.publisher) this.finish(this.publisher, "Stopped – your camera is no longer sent", "info");
+    const message = "Stopped – your camera is no longer sent";
+    if (this.publisher) {
+      this.finish(this.publisher, message, "info");
+    } else if (this.state !== "idle") {
+      showStatus(message);
+      this.setState("idle");
+    }
     this.camera.close();
   }
 
@@ -393,8 +410,8 @@ async function main() {
   const page = new SenderPage(await loadSettings());
   page.setup();
   window.cvhSender = { page, stats: () => page.publisher?.stats() ?? null };
-  if (await page.openCamera()) showStatus(`Press Start to send your camera to slot ${page.settings.slot}`);
-  page.setState("idle");
+  const ready = await page.openCamera();
+  if (ready && page.state === "idle") showStatus(`Press Start to send your camera to slot ${page.settings.slot}`);
 }
 
 main().catch((error) => showStatus(`Page failed: ${error.message}`, "error"));
