@@ -9,10 +9,12 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from appliance.config import ApplianceConfig, ConfigError, describe, load_appliance_config
 from appliance.runtime import running_appliance
+from appliance.status import StatusReporter
 from wire.logsetup import setup_logging
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CONFIG,
         help=f"YAML configuration, every key in config/appliance.yaml (default {DEFAULT_CONFIG})",
     )
+    parser.add_argument(
+        "--status-file",
+        type=Path,
+        help="write state and last error here (overrides status.file; also written when "
+        "the configuration is bad)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,9 +43,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_appliance_config(args.config, os.environ)
     except ConfigError as error:
-        for problem in error.problems:
+        problems = [str(problem) for problem in error.problems]
+        for problem in problems:
             print(f"configuration error: {problem}", file=sys.stderr)
+        StatusReporter(args.status_file).bad_configuration(problems)
         return EXIT_CONFIG
+    if args.status_file is not None:
+        config = replace(config, status=replace(config.status, file=str(args.status_file)))
     setup_logging(config.log_level)
     log.info("starting appliance: %s", describe(config))
     asyncio.run(run_appliance(config))

@@ -1,4 +1,5 @@
-"""The running appliance: camera source, supervisor and systemd watchdog, with one lifetime."""
+"""The running appliance: camera source, supervisor, status reporting and systemd watchdog,
+with one lifetime."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from appliance.config import ApplianceConfig
 from appliance.sdnotify import SystemdNotifier
 from appliance.sources import create_source
+from appliance.status import StatusReporter, status_http
 from appliance.supervisor import State, Status, Supervisor
 
 log = logging.getLogger(__name__)
@@ -18,13 +21,28 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 10.0
 
 
+def facts(config: ApplianceConfig) -> dict[str, Any]:
+    """What the status shows besides the state (nothing secret)."""
+    camera = config.camera
+    return {
+        "slot": config.slot,
+        "server": config.server.url,
+        "camera": f"{camera.source} {camera.width}x{camera.height} {camera.fps} fps",
+    }
+
+
 @contextlib.asynccontextmanager
 async def running_appliance(
-    config: ApplianceConfig, *, notifier: SystemdNotifier | None = None
+    config: ApplianceConfig,
+    *,
+    notifier: SystemdNotifier | None = None,
+    reporter: StatusReporter | None = None,
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Start the appliance; yields the supervisor's task (it ends only by failing).
     Leaving the block leaves Janus, destroys the session and stops the camera."""
     notifier = notifier or SystemdNotifier()
+    status_file = Path(config.status.file) if config.status.file else None
+    reporter = reporter or StatusReporter(status_file, facts(config))
     camera = config.camera
     source = create_source(
         camera.source,
@@ -37,24 +55,26 @@ async def running_appliance(
     )
 
     def report(status: Status) -> None:
+        reporter.update(status)
         text = f"{status.state.value}: {status.detail}" if status.detail else status.state.value
         if status.state is not State.STARTING:
             notifier.ready(text)  # READY once running; a repeated READY=1 is harmless
 
     supervisor = Supervisor(config, source, status_sink=report)
-    tasks = [
-        asyncio.create_task(supervisor.run(), name="supervisor"),
-        asyncio.create_task(notifier.watchdog(), name="watchdog"),
-    ]
-    try:
-        yield tasks[0]
-    finally:
-        notifier.stopping()
-        for task in tasks:
-            task.cancel()
+    async with status_http(reporter, config.status.http_host, config.status.http_port):
+        tasks = [
+            asyncio.create_task(supervisor.run(), name="supervisor"),
+            asyncio.create_task(notifier.watchdog(), name="watchdog"),
+        ]
         try:
-            async with asyncio.timeout(STOP_TIMEOUT):
-                await asyncio.gather(*tasks, return_exceptions=True)
-        except TimeoutError:
-            log.error("appliance did not stop within %.0fs", STOP_TIMEOUT)
-        log.info("appliance stopped")
+            yield tasks[0]
+        finally:
+            notifier.stopping()
+            for task in tasks:
+                task.cancel()
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT):
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            except TimeoutError:
+                log.error("appliance did not stop within %.0fs", STOP_TIMEOUT)
+            log.info("appliance stopped")

@@ -55,11 +55,11 @@ def write_appliance_config(path: Path, server: RunningServer, **camera: Any) -> 
         "server": {"url": server.url},
         "slot": 0,
         "token": camera.pop("token", TOKEN),
+        "status": camera.pop("status", {"http_port": 0}),
         "name": "Lab camera",
         "janus": {"url": janus.url, "room": janus.room},
         "camera": {"source": "test", "width": WIDTH, "height": HEIGHT, "fps": FPS,
                    "bitrate": 600_000, "keyframe_interval": FPS * 2, **camera},
-        "status": {"http_port": 0},
     }  # fmt: skip
     path.write_text(yaml.safe_dump(config))
     return path

@@ -3,15 +3,17 @@ the synthetic camera (real H.264), and a real aiortc viewer decoding what it pub
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import signal
+import sys
 from pathlib import Path
 
 import aiohttp
 
 from appliance.sources.synthetic import read_counter
-from cvh_camera.janus_local import LocalJanus
+from cvh_camera.janus_local import LocalJanus, find_free_port
 from cvh_camera.viewer import FeedViewer
 from server.config import PreactivatedSlot
 from tests.integration.appliance_harness import (
@@ -162,3 +164,57 @@ async def test_controller_limit_and_janus_remb_reach_the_camera_encoder(
         await wait_until(
             lambda: "camera bitrate=100000 (configured=600000 controller=100000" in running.log()
         )
+
+
+async def test_status_page_and_file_follow_the_appliance(
+    server: RunningServer, receiver: Client, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    port = find_free_port()
+    status_file = tmp_path / "status.txt"
+    async with appliance(
+        server,
+        tmp_path,
+        status={"http_port": port, "http_host": "127.0.0.1", "file": str(status_file)},
+    ):
+        feed = (await receiver.next("new_feed", STREAM_TIMEOUT))["feedId"]
+        await wait_until(lambda: status_file.exists() and "streaming" in status_file.read_text())
+        async with http.get(f"http://127.0.0.1:{port}/") as resp:
+            status = await resp.json()
+        assert (status["state"], status["feed_id"], status["slot"]) == ("streaming", feed, 0)
+        assert TOKEN not in status_file.read_text() and TOKEN not in str(status)
+
+
+async def test_bad_yaml_exits_2_and_the_status_file_names_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "cvh-camera.yaml"
+    config.write_text("server:\n  url: http://127.0.0.1:5000\nslot: 0\ntokn: abc\n")
+    status_file = tmp_path / "cvh-camera-status.txt"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cvh_camera", "appliance", "--config", str(config),
+        "--status-file", str(status_file), stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    assert process.returncode == 2
+    assert "tokn" in err.decode()
+    text = status_file.read_text()
+    assert text.startswith("CVH-Camera: bad configuration") and "tokn" in text
+
+
+async def test_placeholders_say_not_configured_yet(tmp_path: Path) -> None:
+    config = tmp_path / "cvh-camera.yaml"
+    config.write_text('server:\n  url: ""\nslot: null\ntoken: ""\ncamera:\n  source: test\n')
+    status_file = tmp_path / "cvh-camera-status.txt"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cvh_camera", "appliance", "--config", str(config),
+        "--status-file", str(status_file), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await wait_until(lambda: status_file.exists())
+        assert "not configured yet: set server.url, slot, token" in status_file.read_text()
+        assert process.returncode is None  # it waits, readable, instead of failing
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
