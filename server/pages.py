@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -20,10 +21,12 @@ BUILD_HINT = (
     "(or scripts/build-web.sh) in the CVH-Camera checkout, then reload."
 )
 _CONFIG = web.AppKey("pages_config", ServerConfig)
+_STATIC = web.AppKey("pages_static", Path)
 
 
-def add_pages(app: web.Application, config: ServerConfig) -> None:
+def add_pages(app: web.Application, config: ServerConfig, static: Path = STATIC) -> None:
     app[_CONFIG] = config
+    app[_STATIC] = static
     if not config.janus.browser_url:
         add_janus_proxy(app, config.janus.url)
     for path, page in (
@@ -33,21 +36,22 @@ def add_pages(app: web.Application, config: ServerConfig) -> None:
     ):
         app.router.add_get(path, _page(page))
     app.router.add_get("/cvh-config.json", _page_config)
-    app.router.add_static("/static", STATIC, follow_symlinks=False)
-    missing = missing_assets()
+    app.router.add_static("/static", static, follow_symlinks=False)
+    missing = missing_assets(static)
     if missing:
         log.warning("browser pages unavailable: %s missing. %s", ", ".join(missing), BUILD_HINT)
 
 
-def missing_assets() -> list[str]:
-    return [name for name in VENDOR_FILES if not (STATIC / "vendor" / name).is_file()]
+def missing_assets(static: Path = STATIC) -> list[str]:
+    return [name for name in VENDOR_FILES if not (static / "vendor" / name).is_file()]
 
 
-def _page(name: str):  # type: ignore[no-untyped-def]
+def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def serve(request: web.Request) -> web.StreamResponse:
-        if missing_assets():
+        static = request.app[_STATIC]
+        if missing_assets(static):
             return web.Response(status=503, text=BUILD_HINT, content_type="text/plain")
-        return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+        return web.FileResponse(static / name, headers={"Cache-Control": "no-cache"})
 
     return serve
 
