@@ -32,20 +32,11 @@ from pathlib import Path
 
 import socketio
 import yaml
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page
+
+from cvh_camera.chromium import CHROMIUM, chromium
 
 HERE = Path(__file__).resolve().parent
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
 # Resolves with the wall-clock ms of the first decoded frame of slot 0 (not yet shown: waits).
 FIRST_FRAME_JS = """() => new Promise((resolve) => {
     const poll = () => {
@@ -149,8 +140,7 @@ async def open_to_frame(page: Page, url: str) -> float:
 async def measure(rounds: int) -> dict[str, list[float]]:
     workdir = Path(tempfile.mkdtemp(prefix="cvh-bench-browser-"))
     results: dict[str, list[float]] = {"open": [], "new_feed": []}
-    async with demo_stack(workdir) as (url, janus, token), async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    async with demo_stack(workdir) as (url, janus, token), chromium() as browser:
         page = await browser.new_page(viewport={"width": 1280, "height": 760})
         watcher = FeedWatcher()
         await watcher.sio.connect(url, transports=["websocket"])
@@ -171,7 +161,6 @@ async def measure(rounds: int) -> dict[str, list[float]]:
             await watcher.next("remove_feed")
             await page.wait_for_selector('.feed[data-slot="0"]', state="detached")
         await watcher.sio.disconnect()
-        await browser.close()
     return results
 
 

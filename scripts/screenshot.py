@@ -12,19 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from playwright.async_api import async_playwright
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
+from cvh_camera.chromium import chromium
 
 
 async def main(target: Path) -> None:
@@ -43,8 +31,7 @@ async def main(target: Path) -> None:
                     raise SystemExit("the demo ended before it was running")
                 text += line
         url = re.search(r"receiver page\s+(\S+)", text)[1]  # type: ignore[index]
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        async with chromium() as browser:
             page = await browser.new_page(viewport={"width": 1280, "height": 760})
             await page.goto(url + "?stats")
             # live video, and the overlay has measured a bitrate
@@ -52,7 +39,6 @@ async def main(target: Path) -> None:
             measured = f"() => /[1-9][0-9]* kbit/.test({overlay})"
             await page.wait_for_function(measured, timeout=60_000)
             await page.screenshot(path=str(target))
-            await browser.close()
         print(f"wrote {target}")
     finally:
         demo.send_signal(signal.SIGTERM)

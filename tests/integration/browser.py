@@ -1,43 +1,20 @@
-"""Headless Chromium (Debian's /usr/bin/chromium) driven by Playwright; never a downloaded one."""
+"""Headless Chromium for the browser tests (see cvh_camera/chromium.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [  # Playwright adds --headless and a fresh --user-data-dir itself
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # Show host candidates as addresses, not mDNS names (Janus ignores mDNS here).
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
-FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-
-
-def _require_chromium() -> None:
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("Debian's chromium is missing: apt install chromium", pytrace=False)
+from cvh_camera import chromium as chromium_module
 
 
 @contextlib.asynccontextmanager
 async def chromium(*, fake_camera: bool = False) -> AsyncIterator[Browser]:
-    _require_chromium()
-    args = [*FLAGS, *(FAKE_CAMERA if fake_camera else [])]
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=args
-        )
-        try:
+    try:
+        async with chromium_module.chromium(fake_camera=fake_camera) as browser:
             yield browser
-        finally:
-            await browser.close()
+    except chromium_module.ChromiumMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
