@@ -25,7 +25,7 @@ def facts(config: ApplianceConfig) -> dict[str, Any]:
     """What the status shows besides the state (nothing secret)."""
     camera = config.camera
     return {
-        "slot": config.slot,
+        "slot": config.slot if config.slot is not None else "not set",
         "server": config.server.url,
         "camera": f"{camera.source} {camera.width}x{camera.height} {camera.fps} fps",
     }
