@@ -200,7 +200,9 @@ async def test_full_queue_drops_until_a_keyframe_and_never_blocks_the_encoder() 
         await src.stop()
     assert max(camera.call_durations) < 0.02
     assert stats.dropped > 300
-    assert first.keyframe and frame_number(first) == 0
+    # what is read first is a keyframe: the first one, or a requested one that replaced
+    # the stale backlog (which of the two depends on thread timing)
+    assert first.keyframe and h264.has_parameter_sets(first.data)
 
 
 async def test_overflow_asks_the_encoder_for_a_keyframe_to_resume() -> None:
