@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging("info")
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1` dumps every thread's stack to the log
     try:
         config = load_appliance_config(args.config, os.environ)
     except ConfigError as error:
@@ -56,12 +58,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dump_tasks() -> None:
+    """`kill -USR2`: log where every asyncio task waits (a hang's diagnosis)."""
+    for task in asyncio.all_tasks():
+        frames = "".join(
+            f"\n    {f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}"
+            for f in task.get_stack()
+        )
+        log.warning("task %s:%s", task.get_name(), frames)
+
+
 async def run_appliance(config: ApplianceConfig) -> None:
     """Run until SIGTERM/SIGINT, then leave Janus and stop the camera."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(number, stop.set)
+    loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
     async with running_appliance(config) as supervisor:
         waiter = asyncio.create_task(stop.wait())
         try:

@@ -23,10 +23,12 @@ from appliance.aiortc_glue import forward_feedback, h264_preferences
 from appliance.sources.base import VideoSource
 from appliance.track import H264PacketTrack
 from wire.janus import JanusHandle, JanusSession, JanusUnavailable
+from wire.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
 WEBRTC_UP_TIMEOUT = 15.0
+CLOSE_TIMEOUT = 3.0
 END_EVENTS = ("hangup", "detached")
 
 
@@ -95,8 +97,7 @@ class JanusPublisher:
         """Leave the room, close the peer connection, destroy the session. Never raises."""
         self._end("closed")
         if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
+            await stop_tasks([self._watch], CLOSE_TIMEOUT)
         if self._handle is not None and self._session is not None and not self._session.lost:
             with contextlib.suppress(Exception):
                 await self._handle.message({"request": "leave"}, timeout=2.0)

@@ -15,6 +15,7 @@ from appliance.sdnotify import SystemdNotifier
 from appliance.sources import create_source
 from appliance.status import StatusReporter, status_http
 from appliance.supervisor import State, Status, Supervisor
+from wire.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,6 @@ async def running_appliance(
             yield tasks[0]
         finally:
             notifier.stopping()
-            for task in tasks:
-                task.cancel()
-            try:
-                async with asyncio.timeout(STOP_TIMEOUT):
-                    await asyncio.gather(*tasks, return_exceptions=True)
-            except TimeoutError:
+            if not await stop_tasks(tasks, STOP_TIMEOUT):
                 log.error("appliance did not stop within %.0fs", STOP_TIMEOUT)
             log.info("appliance stopped")

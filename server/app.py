@@ -8,7 +8,6 @@ started and stopped by a cleanup context of the app; shutdown first tells receiv
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -27,6 +26,7 @@ from server.pages import add_pages
 from server.service import SlotService
 from server.slots import SlotTable
 from server.socketio_handlers import register_handlers
+from wire.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ OUTBOX = web.AppKey("outbox", SocketOutbox)
 # How long shutdown waits for connections to close after `remove_all_feeds` went out. Browsers
 # close at once when told; a client that does not must not hold the Janus room hostage.
 SHUTDOWN_GRACE = 2.0
+STOP_TIMEOUT = 5.0  # for each background task to end once cancelled
 
 
 def create_app(
@@ -101,9 +102,7 @@ def _task_ctx(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         task: asyncio.Task[None] = asyncio.create_task(run(), name=name)
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_tasks([task], STOP_TIMEOUT)
 
     return ctx
 

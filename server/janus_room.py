@@ -21,6 +21,7 @@ from server.config import JanusSettings
 from wire.backoff import Backoff
 from wire.janus import JanusError, JanusHandle, JanusSession, JanusUnavailable, send_plugin_message
 from wire.secrets import mask
+from wire.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,7 @@ class JanusRoom:
         if self.state is RoomState.CLOSED:
             return
         self.state = RoomState.CLOSED
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks, self._timeout)
         if self._handle is not None and self._session is not None and not self._session.lost:
             try:
                 await self._destroy_room(self._handle)

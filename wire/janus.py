@@ -18,6 +18,8 @@ from typing import Any
 
 import aiohttp
 
+from wire.tasks import stop_tasks
+
 log = logging.getLogger(__name__)
 
 POLL_MAX_EVENTS = 10
@@ -213,9 +215,7 @@ class JanusSession:
             return
         self._destroyed = True
         self._mark_lost(JanusUnavailable(f"session {self.id} destroyed"))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks, DESTROY_TIMEOUT)
         payload = {"janus": "destroy", "transaction": _transaction()}
         try:
             await _post(self._http, self._url, payload, DESTROY_TIMEOUT)

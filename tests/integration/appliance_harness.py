@@ -46,7 +46,13 @@ class ApplianceProcess:
         if self.process is None or self.process.returncode is not None:
             return self.process.returncode if self.process else 0
         self.process.send_signal(sig)
-        return await asyncio.wait_for(self.process.wait(), TIMEOUT)
+        try:
+            return await asyncio.wait_for(self.process.wait(), TIMEOUT)
+        except TimeoutError:
+            self.process.send_signal(signal.SIGUSR2)  # its tasks' stacks go to the log
+            self.process.send_signal(signal.SIGUSR1)  # and its threads'
+            await asyncio.sleep(0.5)
+            raise
 
 
 def write_appliance_config(path: Path, server: RunningServer, **camera: Any) -> Path:
