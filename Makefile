@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup web demo server test lint unit integration bench clean
+.PHONY: setup web demo server check test lint unit integration image-test bench clean
 
 setup:
 	@scripts/setup.sh
@@ -17,7 +17,9 @@ demo: setup  ## Janus + slot server (+ appliance later), prints where to watch
 server: setup  ## the slot server with config/server.yaml
 	$(BIN)/cvh-camera server --config config/server.yaml
 
-test: setup lint  ## everything CI runs: lint, type check, all tests
+check: test image-test  ## everything CI runs (.ci/run): lint, type check, all tests, the emulated SD image
+
+test: setup lint  ## lint, type check, unit and integration tests (a few minutes)
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -30,6 +32,11 @@ unit: setup
 
 integration: setup
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+image-test: setup  ## the SD image end to end in an emulated arm64 machine (root; cold ~10 min, warm ~2.5 min)
+	image/emulate/prepare-host.sh
+	image/emulate/build-rootfs.sh >/dev/null
+	CVH_IMAGE_TEST=1 $(BIN)/python -m pytest tests/image $(PYTEST_ARGS)
 
 bench: setup  ## benchmarks; figures go to bench/RESULTS.md by hand
 	$(BIN)/python bench/fanout.py

@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
-import re
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +30,7 @@ from appliance.sources.pattern import read_counter
 from cvh_camera.janus_local import LocalJanus
 from cvh_camera.viewer import FeedViewer
 from server.config import JanusSettings, PreactivatedSlot, ServerConfig
+from tests.image.qemu_guest import Guest, Machine, booted, guest_figures, until_qemu_exits
 from tests.integration.harness import Client, run_server
 
 log = logging.getLogger("rig")
@@ -46,9 +44,6 @@ SLOT = 0
 TOKEN = "emulated-image-token-7f3a"
 GUEST_STATUS_PORT = 8080
 FRAMES = 10
-MARKER = "CVH-TEST "
-KERNEL_ARGS = "root=/dev/vda2 rootfstype=ext4 rw console=ttyAMA0 panic=-1"
-POWERDOWN_TIMEOUT = 60.0
 
 
 def guest_yaml(width: int, height: int, fps: int) -> str:
@@ -85,145 +80,17 @@ class NamespaceJanus(LocalJanus):
         return path
 
 
-def _die_with_parent() -> None:
-    """In qemu's child process: SIGKILL when this rig dies, whatever the reason."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def boot(args: argparse.Namespace) -> contextlib.AbstractAsyncContextManager[Guest]:
+    machine = Machine(args.disk, args.kernel, args.initrd, TAP, args.cpu, args.smp, args.memory)
+    return booted(machine, args.workdir / f"console-{args.mode}.log", args.workdir / "qmp.sock")
 
 
-@dataclass
-class Guest:
-    """qemu-system-aarch64 booting the image; collects the serial console's report lines."""
-
-    args: argparse.Namespace
-    console_path: Path
-    qmp_path: Path
-    process: asyncio.subprocess.Process | None = None
-    started: float = 0.0
-    report: list[str] = field(default_factory=list)
-    report_seen: dict[str, asyncio.Event] = field(default_factory=dict)
-    _reader: asyncio.Task[None] | None = None
-
-    def command(self) -> list[str]:
-        a = self.args
-        return [
-            "qemu-system-aarch64", "-M", "virt", "-cpu", a.cpu, "-smp", str(a.smp),
-            "-m", str(a.memory), "-nodefaults", "-no-user-config", "-display", "none",
-            "-monitor", "none", "-serial", "stdio", "-no-reboot",
-            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
-            "-kernel", str(a.kernel), "-initrd", str(a.initrd), "-append", KERNEL_ARGS,
-            "-drive", f"if=none,id=disk,format=raw,cache=unsafe,file={a.disk}",
-            "-device", "virtio-blk-pci,drive=disk",
-            "-netdev", f"tap,id=net,ifname={TAP},script=no,downscript=no",
-            "-device", "virtio-net-pci,netdev=net,mac=52:54:00:77:00:02,romfile=",
-            "-device", "virtio-rng-pci",
-        ]  # fmt: skip
-
-    async def start(self) -> None:
-        self.started = time.monotonic()
-        self.process = await asyncio.create_subprocess_exec(
-            *self.command(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
-        self._reader = asyncio.create_task(self._read_console(), name="console")
-
-    def since_start(self) -> float:
-        return round(time.monotonic() - self.started, 2)
-
-    def seen(self, prefix: str) -> asyncio.Event:
-        return self.report_seen.setdefault(prefix, asyncio.Event())
-
-    def lines(self, prefix: str) -> list[str]:
-        return [line[len(prefix) :].strip() for line in self.report if line.startswith(prefix)]
-
-    async def _read_console(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        with self.console_path.open("wb") as console:
-            while raw := await self.process.stdout.readline():
-                console.write(raw)
-                console.flush()
-                line = raw.decode(errors="replace").replace("\r", "").rstrip("\n")
-                if MARKER in line:
-                    entry = line[line.index(MARKER) + len(MARKER) :]
-                    self.report.append(entry)
-                    for prefix, event in self.report_seen.items():
-                        if entry.startswith(prefix):
-                            event.set()
-
-    @property
-    def exited(self) -> bool:
-        return self.process is not None and self.process.returncode is not None
-
-    async def wait_report(self, prefix: str, timeout: float) -> None:
-        """Wait for a report line starting with `prefix`; fail early if qemu exits."""
-        event = self.seen(prefix)
-        if any(line.startswith(prefix) for line in self.report):
-            return
-        assert self.process is not None
-        exited = asyncio.create_task(self.process.wait())
-        seen = asyncio.create_task(event.wait())
-        try:
-            done, _ = await asyncio.wait({exited, seen}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-        finally:
-            exited.cancel()
-            seen.cancel()
-        if seen not in done:
-            why = "qemu exited" if self.exited else f"not within {timeout:.0f} s"
-            raise TimeoutError(f"guest report '{prefix}': {why}")
-
-    async def powerdown(self, timeout: float = POWERDOWN_TIMEOUT) -> bool:
-        """Ask the guest to shut down (the virt machine's power button); kill qemu if it
-        has not exited in time. True if it powered off by itself."""
-        if self.process is None or self.exited:
-            return False
-        with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(5):
-                await _qmp(self.qmp_path, "system_powerdown")
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout)
-            clean = True
-        except TimeoutError:
-            clean = False
-        await self.stop()
-        return clean
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        if self._reader is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._reader, 5)
-
-
-async def _qmp(path: Path, command: str) -> None:
-    reader, writer = await asyncio.open_unix_connection(str(path))
-    try:
-        await reader.readline()  # greeting
-        for execute in ("qmp_capabilities", command):
-            writer.write(json.dumps({"execute": execute}).encode() + b"\n")
-            await writer.drain()
-            await reader.readline()
-    finally:
-        writer.close()
-
-
-@contextlib.asynccontextmanager
-async def booted(args: argparse.Namespace) -> AsyncIterator[Guest]:
-    guest = Guest(args, args.workdir / f"console-{args.mode}.log", args.workdir / "qmp.sock")
-    await guest.start()
-    try:
-        yield guest
-    finally:
-        await guest.stop()
+async def wait_link_up(name: str, timeout: float) -> None:
+    """Wait until the interface has a carrier (a tap: once qemu has opened it)."""
+    carrier = Path("/sys/class/net") / name / "carrier"
+    async with asyncio.timeout(timeout):
+        while carrier.read_text().strip() != "1":
+            await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
@@ -239,44 +106,14 @@ async def janus_running(workdir: Path) -> AsyncIterator[NamespaceJanus]:
         janus.stop()
 
 
-SPAN = r"((?:[\d.]+(?:min|ms|s|us) ?)+)"  # systemd's time spans: "1min 2.345s", "845ms"
-
-
-def seconds(span: str) -> float:
-    units = {"min": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
-    parts = re.findall(r"([\d.]+)(min|ms|s|us)", span)
-    return round(sum(float(value) * units[unit] for value, unit in parts), 3)
-
-
-def guest_figures(guest: Guest) -> dict[str, Any]:
-    """Boot figures from the guest's report: systemd-analyze and the unit's timestamps."""
-    figures: dict[str, Any] = {}
-    for line in guest.lines("analyze "):
-        for span, name in re.findall(SPAN + r"\((\w+)\)", line):
-            figures[f"systemd_{name}_s"] = seconds(span)
-        if match := re.search(r"= " + SPAN, line):
-            figures["systemd_total_s"] = seconds(match.group(1))
-        if match := re.search(r"reached after " + SPAN, line):
-            figures["target_reached_in_userspace_s"] = seconds(match.group(1))
-    for line in guest.lines("monotonic_us "):
-        stamps = dict(item.split("=", 1) for item in line.split())
-        start, active = stamps.get("exec_start", ""), stamps.get("active", "")
-        if start.isdigit() and active.isdigit() and int(active) > 0:
-            figures["unit_started_s"] = round(int(start) / 1e6, 2)
-            figures["unit_ready_s"] = round(int(active) / 1e6, 2)
-            figures["appliance_start_to_ready_s"] = round((int(active) - int(start)) / 1e6, 2)
-        with contextlib.suppress(ValueError):
-            figures["streaming_s"] = round(float(stamps.get("streaming_s", "")), 2)
-    unit = guest.lines("unit ")
-    figures["unit"] = unit[0] if unit else None
-    system = guest.lines("system ")
-    figures["system"] = system[0] if system else None
-    return figures
-
-
 async def publish(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"mode": "publish"}
     async with contextlib.AsyncExitStack() as stack:
+        # qemu first: Janus binds its HTTP API to the tap's address, which it only accepts
+        # once the link is up, i.e. once qemu holds the tap. The guest needs far longer to
+        # boot than Janus and the server to start.
+        guest = await stack.enter_async_context(boot(args))
+        await wait_link_up(TAP, 10)
         janus = await stack.enter_async_context(janus_running(args.workdir))
         config = ServerConfig(
             host=HOST_IP, port=SERVER_PORT, read_stdin=False, slots=2,
@@ -285,11 +122,11 @@ async def publish(args: argparse.Namespace) -> dict[str, Any]:
             janus=JanusSettings(url=janus.http_url, room=ROOM, admin_key=janus.admin_key,
                                 bitrate=1_000_000),
         )  # fmt: skip
-        server = await stack.enter_async_context(run_server(config))
-        receiver = await Client().connect(server.url)
+        await stack.enter_async_context(run_server(config))
+        receiver = await Client().connect(f"http://{HOST_IP}:{SERVER_PORT}")
         stack.push_async_callback(receiver.close)
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        guest = await stack.enter_async_context(booted(args))
+        result["services_up_s"] = guest.since_start()
         try:
             await _check_stream(args, guest, receiver, janus, http, result)
             result["status_page"] = await _status_page(http)
@@ -300,6 +137,8 @@ async def publish(args: argparse.Namespace) -> dict[str, Any]:
             with contextlib.suppress(TimeoutError):
                 result["remove_feed_on_powerdown"] = await receiver.next("remove_feed", 0.1)
             result.setdefault("guest", guest_figures(guest))
+    with contextlib.suppress(OSError):
+        result["notify"] = (args.workdir / "notify.txt").read_text().splitlines()
     return result
 
 
@@ -311,7 +150,7 @@ async def _check_stream(
     http: aiohttp.ClientSession,
     result: dict[str, Any],
 ) -> None:
-    new_feed = await _until_qemu_exits(guest, receiver.next("new_feed", args.boot_timeout))
+    new_feed = await until_qemu_exits(guest, receiver.next("new_feed", args.boot_timeout))
     result["new_feed"] = new_feed
     result["qemu_to_new_feed_s"] = guest.since_start()
     viewer = FeedViewer(http, janus.http_url, ROOM)
@@ -329,21 +168,6 @@ async def _check_stream(
         await viewer.close()
 
 
-async def _until_qemu_exits(guest: Guest, awaitable: Any) -> Any:
-    """Await `awaitable`, but give up at once if qemu exits (a panic, a bad disk…)."""
-    assert guest.process is not None
-    task = asyncio.ensure_future(awaitable)
-    exited = asyncio.create_task(guest.process.wait())
-    try:
-        await asyncio.wait({task, exited}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        exited.cancel()
-    if not task.done():
-        task.cancel()
-        raise RuntimeError(f"qemu exited with status {guest.process.returncode}")
-    return task.result()
-
-
 async def _status_page(http: aiohttp.ClientSession) -> dict[str, Any]:
     """The appliance's JSON status page, if this version serves one."""
     url = f"http://{GUEST_IP}:{GUEST_STATUS_PORT}/"
@@ -357,7 +181,7 @@ async def _status_page(http: aiohttp.ClientSession) -> dict[str, Any]:
 async def broken(args: argparse.Namespace) -> dict[str, Any]:
     """The image with a broken cvh-camera.yaml: wait until the guest reports the unit."""
     result: dict[str, Any] = {"mode": "broken"}
-    async with booted(args) as guest:
+    async with boot(args) as guest:
         try:
             await guest.wait_report("done", args.boot_timeout + args.report_timeout)
         finally:
