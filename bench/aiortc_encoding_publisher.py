@@ -178,9 +178,9 @@ async def run(args: argparse.Namespace) -> None:
         try:
             feed_id = await publisher.publish()
             loop.add_signal_handler(signal.SIGUSR1, on_usr1)
-            first = frames[0]
-            say(event="publishing", feed=feed_id, frames=len(frames),
-                width=first.width, height=first.height, decode_cpu_s=round(decode_cpu, 3))  # fmt: skip
+            size = {"width": frames[0].width, "height": frames[0].height}
+            say(event="publishing", feed=feed_id, frames=len(frames), **size,
+                decode_cpu_s=round(decode_cpu, 3))  # fmt: skip
             await stop.wait()
         finally:
             await publisher.close()

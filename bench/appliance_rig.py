@@ -2,8 +2,9 @@
 test, a receiver that hears `new_feed`, per-process CPU time, the machine, and RESULTS.md.
 
 Everything runs on this machine. Every process started here is stopped by the caller's
-`ExitStack` (SIGTERM, then SIGKILL), on errors, Ctrl-C and SIGTERM too; a child also gets
-SIGTERM from Linux if the benchmark dies without cleaning up (PR_SET_PDEATHSIG).
+`ExitStack` (SIGTERM, then SIGKILL), on errors, Ctrl-C and SIGTERM too; Janus and the
+processes under test (not the slot server: `procs.ServerProcess`) also get SIGTERM from
+Linux if the benchmark dies without cleaning up (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ class Child:
             async with asyncio.timeout(timeout):
                 line = await self._lines.get()
         except TimeoutError:
-            raise BenchError(f"no line from {self.argv[1]} in {timeout} s\n{self.log_tail()}") from None
+            raise BenchError(
+                f"no line from {self.argv[1]} in {timeout} s\n{self.log_tail()}"
+            ) from None
         if not line:
             raise BenchError(f"{self.argv[1]} closed stdout\n{self.log_tail()}")
         result: dict[str, Any] = json.loads(line)
@@ -282,7 +285,9 @@ def appliance_config(rig: Rig, path: Path, camera: dict[str, Any]) -> Path:
 # ----------------------------------------------------------------- the machine, RESULTS.md
 
 
-def machine_info() -> dict[str, str]:
+def machine_info(load_before: float | None = None) -> dict[str, str]:
+    """The machine; `load_before`: the 1-minute load average before the run (other work on
+    the machine disturbs latencies more than CPU times)."""
     info = machine()
     versions = []
     for package in ("aiortc", "av", "aioice", "pylibsrtp", "python-socketio", "aiohttp"):
@@ -299,6 +304,8 @@ def machine_info() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         janus = ""
     info["janus"] = f"Debian janus {janus}" if janus else "janus (version unknown)"
+    if load_before is not None:
+        info["load average before the run"] = f"{load_before:.2f} (1 min)"
     return info
 
 
@@ -329,10 +336,9 @@ def replace_section(path: Path, heading: str, body: str) -> None:
     path.write_text(before + section + ("\n" + after if after else ""), encoding="utf-8")
 
 
-def terminate_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, through every cleanup."""
-
-    def _raise(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _raise)
+def cancel_on_sigterm() -> None:
+    """From the benchmark's main coroutine: SIGTERM cancels it (as Ctrl-C does), so that every
+    async cleanup runs, then the caller's ExitStack stops the processes."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
