@@ -1,0 +1,376 @@
+"""Time from a new subscriber's `start` to its first decoded picture, on the appliance.
+
+A local Janus, the slot server (room bitrate 3 Mbit/s, above the camera's 2 Mbit/s, so that
+REMB never changes the encoder's bitrate and no encoder restart makes a keyframe), and the
+appliance on the `test` source: 1280×720 at 30 fps, 2 Mbit/s, a periodic keyframe only every
+300 frames (10 s), so that a periodic keyframe cannot explain a fast first picture. Then N
+times: a new viewer (aiortc, in this process) subscribes to the feed; measured is
+`decoded.received - viewer.started_at` of its first picture (`started_at`: just before the
+`start` request with the answer goes out); the viewer leaves; a random pause of 0.5–1.5 s.
+
+Two appliances, one after the other, in the same run:
+- *forwarded*: `cvh-camera appliance`, which forwards Janus's keyframe request (PLI) to the
+  camera encoder;
+- *not forwarded* (the baseline): `bench/appliance_without_pli.py`: the same appliance code
+  with the same configuration, except that keyframe requests never reach the encoder; a
+  new viewer waits for the next periodic keyframe.
+
+Target: forwarded median ≤ 150 ms.
+
+    python bench/first_frame.py [--count 10] [--seed 1] [--write-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiortc import RTCPeerConnection
+from appliance_rig import (
+    BenchError,
+    Child,
+    Rig,
+    appliance_argv,
+    appliance_config,
+    cancel_on_sigterm,
+    machine_info,
+    receiver,
+    replace_section,
+    stamp,
+    start_janus,
+    start_server,
+)
+
+from appliance.sources.synthetic import read_counter
+from cvh_camera.viewer import FeedViewer
+
+BENCH_DIR = Path(__file__).resolve().parent
+SECTION = "## First frame after subscribe (appliance)"
+WIDTH, HEIGHT, FPS, BITRATE = 1280, 720, 30, 2_000_000
+ROOM_BITRATE = 3_000_000
+TARGET_MEDIAN_MS = 150.0
+BITRATE_LOG = "camera bitrate="  # the appliance logs every change of the encoder's bitrate
+
+
+FOLLOWING = 10  # pictures read after the first, to count the keyframes a subscribe caused
+
+
+@dataclass(frozen=True)
+class Subscription:
+    first_frame_ms: float  # start sent → first picture decoded
+    start_ack_ms: float  # start sent → Janus acknowledged it
+    connected_ms: float | None  # start sent → the viewer's DTLS up (None: already at the ack)
+    keyframe: bool  # the first decoded picture is a keyframe
+    counter: int | None  # the test pattern's frame number on it
+    keyframes_after: int  # keyframes among the FOLLOWING pictures after the first
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    keyframe_interval: int
+    subscriptions: tuple[Subscription, ...]
+    bitrate_changes: int  # encoder bitrate changes logged while measuring (should be 0)
+    ignored_requests: int | None  # keyframe requests the baseline dropped
+
+    def stats(self) -> tuple[float, float, float]:
+        """Median, p90 and max of the first-frame times, ms."""
+        times = sorted(s.first_frame_ms for s in self.subscriptions)
+        p90 = (
+            statistics.quantiles(times, n=10, method="inclusive")[8] if len(times) > 1 else times[0]
+        )
+        return statistics.median(times), p90, times[-1]
+
+
+def _when_connected(viewer: FeedViewer) -> asyncio.Future[float] | None:
+    """A future of the time the viewer's peer connection (ICE + DTLS) comes up; None if it
+    already is. FeedViewer does not expose its peer connection: read its private one, for
+    this diagnostic only."""
+    pc: RTCPeerConnection | None = getattr(viewer, "_pc", None)
+    if pc is None or pc.connectionState == "connected":
+        return None
+    connected: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def on_change() -> None:
+        if pc.connectionState == "connected" and not connected.done():
+            connected.set_result(time.monotonic())
+
+    pc.on("connectionstatechange", on_change)
+    return connected
+
+
+async def subscribe_once(
+    http: aiohttp.ClientSession, rig: Rig, feed_id: int, timeout: float
+) -> Subscription:
+    viewer = FeedViewer(http, rig.janus_url, rig.room)
+    try:
+        await viewer.watch(feed_id)
+        acked = time.monotonic()
+        connected = _when_connected(viewer)
+        try:
+            decoded = await viewer.next_frame(timeout)
+            following = [await viewer.next_frame(5.0) for _ in range(FOLLOWING)]
+        except TimeoutError:
+            raise BenchError(f"pictures stopped within {timeout} s of subscribing") from None
+        if viewer.started_at is None:
+            raise BenchError("the viewer did not record when it sent start")
+        start = viewer.started_at
+        up = connected.result() if connected is not None and connected.done() else None
+        return Subscription(
+            (decoded.received - start) * 1000.0,
+            (acked - start) * 1000.0,
+            None if up is None else (up - start) * 1000.0,
+            bool(decoded.frame.key_frame),
+            read_counter(decoded.frame),
+            sum(bool(f.frame.key_frame) for f in following),
+        )
+    finally:
+        await viewer.close()
+
+
+async def wait_for_quiet_bitrate(child: Child, settle: float, timeout: float) -> None:
+    """Until the encoder's bitrate has not changed (REMB ramp at publish) for `settle` s."""
+    deadline = time.monotonic() + timeout
+    last_count, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = child.log_text().count(BITRATE_LOG)
+        if count != last_count:
+            last_count, last_change = count, time.monotonic()
+        elif time.monotonic() - last_change >= settle:
+            return
+        await asyncio.sleep(0.1)
+    raise BenchError(f"the camera bitrate kept changing for {timeout} s\n{child.log_tail()}")
+
+
+async def run_phase(
+    name: str,
+    argv: list[str],
+    rig: Rig,
+    http: aiohttp.ClientSession,
+    args: argparse.Namespace,
+    rng: random.Random,
+    cleanup: contextlib.ExitStack,
+    *,
+    spread_phase: bool,
+) -> Phase:
+    log_path = rig.workdir / f"{name.replace(' ', '-')}.log"
+    child = Child(argv, log_path)
+    cleanup.callback(child.stop)
+    results = []
+    async with receiver(rig) as slot_server:
+        child.start()
+        feed_id = await slot_server.new_feed(child)
+        await wait_for_quiet_bitrate(child, args.settle, timeout=60.0)
+        changes_before = child.log_text().count(BITRATE_LOG)
+        for number in range(args.count):
+            one = await subscribe_once(http, rig, feed_id, args.frame_timeout)
+            results.append(one)
+            connected = "—" if one.connected_ms is None else f"{one.connected_ms:.0f}"
+            print(f"  {name} #{number + 1}: {one.first_frame_ms:7.1f} ms (start acked "
+                  f"{one.start_ack_ms:.0f} ms, DTLS up {connected} ms, keyframe {one.keyframe}, "
+                  f"picture {one.counter}, keyframes in the next {FOLLOWING}: "
+                  f"{one.keyframes_after})", flush=True)  # fmt: skip
+            # The baseline's wait depends on where in the keyframe period a viewer arrives; a
+            # pause of 0.5-1.5 s after the last keyframe would always arrive at the same place.
+            spread = args.keyframe_interval / FPS if spread_phase else 0.0
+            await asyncio.sleep(rng.uniform(0.5, 1.5) + rng.uniform(0.0, spread))
+        text = child.log_text()
+        changes = text.count(BITRATE_LOG) - changes_before
+        ignored = text.count("keyframe request ignored")
+        status = await asyncio.to_thread(child.stop)
+        await slot_server.remove_feed()
+    if status != 0:
+        raise BenchError(f"{name}: the appliance exited with {status}\n{child.log_tail()}")
+    return Phase(
+        name,
+        args.keyframe_interval,
+        tuple(results),
+        changes,
+        ignored if "appliance_without_pli" in " ".join(argv) else None,
+    )
+
+
+async def run(
+    args: argparse.Namespace, workdir: Path, cleanup: contextlib.ExitStack
+) -> list[Phase]:
+    cancel_on_sigterm()
+    rng = random.Random(args.seed)
+    janus = start_janus(workdir, cleanup)
+    rig = await start_server(workdir, janus, ROOM_BITRATE, cleanup)
+    camera = {
+        "source": "test", "width": WIDTH, "height": HEIGHT, "fps": FPS, "bitrate": BITRATE,
+        "keyframe_interval": args.keyframe_interval,
+    }  # fmt: skip
+    config = appliance_config(rig, workdir / "appliance-test.yaml", camera)
+    phases = [("forwarded", appliance_argv(config), False)]
+    if not args.no_baseline:
+        baseline = [sys.executable, str(BENCH_DIR / "appliance_without_pli.py"),
+                    "--config", str(config)]  # fmt: skip
+        phases.append(("not forwarded", baseline, True))
+    results = []
+    async with asyncio.timeout(args.time_limit), aiohttp.ClientSession() as http:
+        for name, argv, spread_phase in phases:
+            print(f"{name}: …", flush=True)
+            results.append(await run_phase(
+                name, argv, rig, http, args, rng, cleanup, spread_phase=spread_phase
+            ))  # fmt: skip
+    return results
+
+
+HEADER = ("keyframe request", "N", "median ms", "p90 ms", "max ms", "first picture a keyframe",
+          "start acked, median ms", "DTLS up, median ms", "DTLS up ≥ 500 ms",
+          "DTLS up → picture, median ms", f"2+ keyframes in first {FOLLOWING + 1} pictures",
+          "bitrate changes while measuring")  # fmt: skip
+
+
+def table(phases: Sequence[Phase]) -> list[str]:
+    rows = []
+    for phase in phases:
+        median, p90, worst = phase.stats()
+        keyframes = sum(s.keyframe for s in phase.subscriptions)
+        ack = statistics.median(s.start_ack_ms for s in phase.subscriptions)
+        # a connection already up at the ack came up within start_ack_ms
+        ups = [s.connected_ms if s.connected_ms is not None else s.start_ack_ms
+               for s in phase.subscriptions]  # fmt: skip
+        after_up = [s.first_frame_ms - up for s, up in zip(phase.subscriptions, ups, strict=True)]
+        slow_up = sum(up >= 500 for up in ups)
+        repeats = sum(s.keyframes_after > 0 for s in phase.subscriptions)
+        count = len(phase.subscriptions)
+        rows.append((phase.name, str(count), f"{median:.1f}", f"{p90:.1f}", f"{worst:.1f}",
+                     f"{keyframes}/{count}", f"{ack:.1f}", f"{statistics.median(ups):.1f}",
+                     f"{slow_up}/{count}", f"{statistics.median(after_up):.1f}",
+                     f"{repeats}/{count}", str(phase.bitrate_changes)))  # fmt: skip
+    return [
+        "| " + " | ".join(HEADER) + " |",
+        "|---|" + "---:|" * (len(HEADER) - 1),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def details(phases: Sequence[Phase]) -> list[str]:
+    lines = []
+    for phase in phases:
+        samples = ", ".join(f"{s.first_frame_ms:.0f}" for s in phase.subscriptions)
+        lines.append(f"{phase.name}, each (ms): {samples}")
+        if phase.ignored_requests is not None:
+            lines.append(f"{phase.name}: keyframe requests that reached the publisher and were "
+                         f"dropped: {phase.ignored_requests}")  # fmt: skip
+    forwarded = phases[0]
+    median = forwarded.stats()[0]
+    verdict = "met" if median <= TARGET_MEDIAN_MS else "NOT met"
+    lines.append(
+        f"target: forwarded median ≤ {TARGET_MEDIAN_MS:.0f} ms: {median:.1f} ms: {verdict}"
+    )
+    if len(phases) > 1:
+        lines.append(f"baseline median / forwarded median: {phases[1].stats()[0] / median:.0f}×")
+    return lines
+
+
+DESCRIPTION = """\
+`bench/first_frame.py` runs a local Janus, the slot server (room bitrate 3 Mbit/s: above the
+camera's 2 Mbit/s, so REMB never restarts the encoder, which would make a keyframe) and an
+appliance on the `test` source (libx264 in real time, as the Pi's encoder would: 1280×720,
+30 fps, 2 Mbit/s, a periodic keyframe only every 300 frames = 10 s). After the bitrate has
+been quiet for 3 s, N times: a new aiortc viewer (in the benchmark process) subscribes;
+measured is the time from sending `start` (with its SDP answer) to its first decoded
+picture, which includes ICE and DTLS set-up, the keyframe requests (Janus's PLI for a new
+subscriber, and the aiortc viewer's own PLI on every picture it cannot decode), the
+encoder's keyframe and aiortc's jitter buffer (about one frame interval: aiortc's receiver
+waits for the next frame; a browser does not); the viewer reads 10 more pictures, leaves,
+and a random 0.5–1.5 s pause follows.
+
+- *DTLS up*: when the viewer's peer connection reached `connected` (read from the viewer's
+  private peer connection: FeedViewer does not expose it); *≥ 500 ms* counts the set-ups
+  that waited for a DTLS retransmission (its first timer is 1 s).
+- *DTLS up → picture*: what is left for Janus, the appliance and the decoder.
+- *2+ keyframes*: subscriptions after which another keyframe came within the next 10
+  pictures (a periodic one is 10 s away): keyframe requests forced more than one.
+
+Two appliances, one after the other, same configuration, same run:
+- *forwarded*: `cvh-camera appliance`, which forwards Janus's PLI/FIR to the camera encoder;
+- *not forwarded*: `bench/appliance_without_pli.py`, the same appliance code whose camera
+  source ignores keyframe requests (no product switch: a wrapper around the source in the
+  benchmark). The first picture then waits for the next periodic keyframe: with a 10 s
+  interval, expect about 5 s on average, anywhere in 0–10 s. Its pauses get a further
+  random 0–10 s, or every viewer would arrive ~1 s after the previous keyframe and wait
+  ~9 s. It shows what forwarding buys; it is not what a default configuration (a keyframe
+  every 2 s) would give.
+
+Target: forwarded median ≤ 150 ms."""
+
+
+def markdown(phases: Sequence[Phase], info: dict[str, str], args: argparse.Namespace) -> str:
+    lines = [
+        DESCRIPTION, "", stamp(), "",
+        *(f"- {key}: {value}" for key, value in info.items()),
+        f"- N={args.count} per appliance, seed {args.seed}", "",
+        *table(phases), "",
+        *(f"- {line}" for line in details(phases)),
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=10, help="subscriptions per appliance")
+    parser.add_argument("--keyframe-interval", type=int, default=300, help="camera frames")
+    parser.add_argument("--seed", type=int, default=1, help="for the pauses between viewers")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds without a bitrate change before measuring")  # fmt: skip
+    parser.add_argument("--frame-timeout", type=float, default=15.0,
+                        help="seconds a viewer waits for its first picture")  # fmt: skip
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
+    parser.add_argument("--time-limit", type=float, default=600.0, help="whole run, seconds")
+    parser.add_argument("--write-results", action="store_true", help="update bench/RESULTS.md")
+    parser.add_argument("--workdir", type=Path, help="keep configs and logs here")
+    args = parser.parse_args(argv)
+    if args.count < 1 or not 1 <= args.keyframe_interval <= 600:
+        parser.error("--count must be at least 1 and --keyframe-interval within 1..600")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load_before = os.getloadavg()[0]
+    with contextlib.ExitStack() as cleanup:  # stops every process, also on errors and signals
+        if args.workdir is not None:
+            workdir = args.workdir.resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cvh-ff-")))
+        try:
+            phases = asyncio.run(run(args, workdir, cleanup))
+        except BenchError as error:
+            print(f"benchmark failed: {error}", file=sys.stderr)
+            return 1
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            print("interrupted: stopping every process", file=sys.stderr)
+            return 130
+    info = machine_info(load_before)
+    print()
+    for line in [*table(phases), "", *details(phases)]:
+        print(line)
+    for key, value in info.items():
+        print(f"{key}: {value}")
+    if args.write_results:
+        path = BENCH_DIR / "RESULTS.md"
+        replace_section(path, SECTION, markdown(phases, info, args))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
