@@ -16,6 +16,7 @@ from pathlib import Path
 from appliance.config import ApplianceConfig, ConfigError, describe, load_appliance_config
 from appliance.runtime import running_appliance
 from appliance.status import StatusReporter
+from wire.eventloop import new_event_loop
 from wire.logsetup import setup_logging
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         config = replace(config, status=replace(config.status, file=str(args.status_file)))
     setup_logging(config.log_level)
     log.info("starting appliance: %s", describe(config))
-    asyncio.run(run_appliance(config))
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(run_appliance(config))
     return 0
 
 

@@ -21,6 +21,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 
 from appliance.aiortc_glue import forward_feedback, h264_preferences
 from appliance.sources.base import VideoSource
+from appliance.throttle import Throttle
 from appliance.track import H264PacketTrack
 from wire.janus import JanusHandle, JanusSession, JanusUnavailable
 from wire.tasks import stop_tasks
@@ -68,6 +69,7 @@ class JanusPublisher:
         self._pc: RTCPeerConnection | None = None
         self._ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._watch: asyncio.Task[None] | None = None
+        self._keyframes = Throttle(source.request_keyframe)
 
     async def publish(self) -> PublishedFeed:
         """Join and publish; returns once Janus reports the media flowing (`webrtcup`)."""
@@ -130,7 +132,7 @@ class JanusPublisher:
         transceiver.setCodecPreferences(h264_preferences())
         forward_feedback(
             transceiver.sender,
-            on_keyframe_request=self._source.request_keyframe,
+            on_keyframe_request=self._keyframes,
             on_bitrate_estimate=self._on_bitrate_estimate,
         )
 

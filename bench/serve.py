@@ -20,8 +20,9 @@ from aiohttp import web
 from procs import raise_nofile
 
 from server.app import create_app
-from server.cli import new_event_loop, tune_garbage_collector
+from server.cli import tune_garbage_collector
 from server.config import ConfigError, describe, load_server_config
+from wire.eventloop import new_event_loop
 from wire.logsetup import setup_logging
 
 log = logging.getLogger("bench.serve")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import logging
 import os
@@ -15,6 +14,7 @@ from aiohttp import web
 from server.app import SHUTDOWN_GRACE, create_app
 from server.config import ConfigError, ServerConfig, describe, load_server_config
 from server.legacy_config import load_legacy_config
+from wire.eventloop import new_event_loop
 from wire.logsetup import setup_logging
 
 log = logging.getLogger(__name__)
@@ -49,16 +49,6 @@ def tune_garbage_collector() -> None:
     """Fewer full collections: with thousands of receivers one takes 100-250 ms, and a
     broadcast caught behind it misses its latency target (bench/RESULTS.md, fan-out)."""
     gc.set_threshold(50_000, 20, 100)
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where installed (10-20 % faster fan-out, bench/RESULTS.md), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
 
 
 def run(args: argparse.Namespace) -> int:
