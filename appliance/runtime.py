@@ -13,6 +13,7 @@ from typing import Any
 from appliance.config import ApplianceConfig
 from appliance.sdnotify import SystemdNotifier
 from appliance.sources import create_source
+from appliance.sources.base import VideoSource
 from appliance.status import StatusReporter, status_http
 from appliance.supervisor import State, Status, Supervisor
 from wire.tasks import stop_tasks
@@ -32,6 +33,20 @@ def facts(config: ApplianceConfig) -> dict[str, Any]:
     }
 
 
+def camera_source(config: ApplianceConfig) -> VideoSource:
+    """The camera source the configuration names (not started)."""
+    camera = config.camera
+    return create_source(
+        camera.source,
+        width=camera.width,
+        height=camera.height,
+        fps=camera.fps,
+        bitrate=camera.bitrate,
+        keyframe_interval=camera.keyframe_interval,
+        file=Path(camera.file) if camera.file else None,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_appliance(
     config: ApplianceConfig,
@@ -44,16 +59,7 @@ async def running_appliance(
     notifier = notifier or SystemdNotifier()
     status_file = Path(config.status.file) if config.status.file else None
     reporter = reporter or StatusReporter(status_file, facts(config))
-    camera = config.camera
-    source = create_source(
-        camera.source,
-        width=camera.width,
-        height=camera.height,
-        fps=camera.fps,
-        bitrate=camera.bitrate,
-        keyframe_interval=camera.keyframe_interval,
-        file=Path(camera.file) if camera.file else None,
-    )
+    source = camera_source(config)
 
     def report(status: Status) -> None:
         reporter.update(status)

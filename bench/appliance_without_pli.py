@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 from appliance.config import ConfigError, load_appliance_config
-from appliance.sources import AccessUnit, SourceStats, VideoSource, create_source
+from appliance.runtime import camera_source
+from appliance.sources import AccessUnit, SourceStats, VideoSource
 from appliance.supervisor import Status, Supervisor
 from wire.logsetup import setup_logging
 from wire.tasks import stop_tasks
@@ -75,16 +76,7 @@ async def run(config_path: Path) -> int:
             print(f"configuration error: {problem}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
-    camera = config.camera
-    source = create_source(
-        camera.source,
-        width=camera.width,
-        height=camera.height,
-        fps=camera.fps,
-        bitrate=camera.bitrate,
-        keyframe_interval=camera.keyframe_interval,
-        file=Path(camera.file) if camera.file else None,
-    )
+    source = camera_source(config)
 
     def report(status: Status) -> None:
         return  # the supervisor logs every state change itself
