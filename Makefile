@@ -38,8 +38,11 @@ image-test: setup  ## the SD image end to end in an emulated arm64 machine (root
 	image/emulate/build-rootfs.sh >/dev/null
 	CVH_IMAGE_TEST=1 $(BIN)/python -m pytest tests/image $(PYTEST_ARGS)
 
-bench: setup  ## benchmarks; figures go to bench/RESULTS.md by hand
-	$(BIN)/python bench/fanout.py
+bench: setup  ## every benchmark; each prints its figures and rewrites its section of bench/RESULTS.md
+	$(BIN)/python bench/fanout.py --write-results
+	$(BIN)/python bench/publisher_cpu.py --write-results
+	$(BIN)/python bench/first_frame.py --write-results
+	$(BIN)/python bench/browser_first_frame.py --write-results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
