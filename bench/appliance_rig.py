@@ -18,13 +18,14 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import socketio
 from procs import ServerProcess, machine
@@ -342,3 +343,27 @@ def cancel_on_sigterm() -> None:
     task = asyncio.current_task()
     if task is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
+T = TypeVar("T")
+Runner = Callable[[Path, contextlib.ExitStack], Coroutine[Any, Any, T]]
+
+
+def run_with_workdir(workdir: Path | None, prefix: str, run: Runner[T]) -> T | int:
+    """Run a benchmark in `workdir` (kept) or a temporary folder, stopping every process it
+    started on the way out, also on errors and signals. Returns its result, or the exit
+    status (1 failed, 130 interrupted) after saying why."""
+    with contextlib.ExitStack() as cleanup:
+        if workdir is not None:
+            folder = workdir.resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            folder = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        try:
+            return asyncio.run(run(folder, cleanup))
+        except BenchError as error:
+            print(f"benchmark failed: {error}", file=sys.stderr)
+            return 1
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            print("interrupted: stopping every process", file=sys.stderr)
+            return 130

@@ -31,7 +31,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from appliance_rig import (
     machine_info,
     receiver,
     replace_section,
+    run_with_workdir,
     stamp,
     start_janus,
     start_server,
@@ -381,20 +381,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     load_before = os.getloadavg()[0]
-    with contextlib.ExitStack() as cleanup:  # stops every process, also on errors and signals
-        if args.workdir is not None:
-            workdir = args.workdir.resolve()
-            workdir.mkdir(parents=True, exist_ok=True)
-        else:
-            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cvh-cpu-")))
-        try:
-            results = asyncio.run(run(args, workdir, cleanup))
-        except BenchError as error:
-            print(f"benchmark failed: {error}", file=sys.stderr)
-            return 1
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            print("interrupted: stopping every process", file=sys.stderr)
-            return 130
+    outcome = run_with_workdir(
+        args.workdir, "cvh-cpu-", lambda workdir, cleanup: run(args, workdir, cleanup)
+    )
+    if isinstance(outcome, int):
+        return outcome
+    results = outcome
     info = machine_info(load_before)
     print()
     for line in table(results):
