@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-from appliance.aiortc_glue import forward_feedback, h264_preferences
+from appliance.aiortc_glue import forward_feedback, h264_preferences, replace_rtp_loop
+from appliance.rtp_loop import H264RtpLoop
 from appliance.sources.base import VideoSource
 from appliance.throttle import Throttle
 from appliance.track import H264PacketTrack
@@ -128,12 +129,16 @@ class JanusPublisher:
     def _peer_connection(self) -> RTCPeerConnection:
         servers = [RTCIceServer(urls=url) for url in self._target.ice_servers]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))  # [] = no STUN at all
-        transceiver = pc.addTransceiver(H264PacketTrack(self._source), direction="sendonly")
+        track = H264PacketTrack(self._source)
+        transceiver = pc.addTransceiver(track, direction="sendonly")
         transceiver.setCodecPreferences(h264_preferences())
+        rtp = H264RtpLoop(track)
+        link = replace_rtp_loop(transceiver.sender, rtp.run)
         forward_feedback(
             transceiver.sender,
             on_keyframe_request=self._keyframes,
             on_bitrate_estimate=self._on_bitrate_estimate,
+            on_nack=lambda sequences: rtp.retransmit(sequences, link),
         )
 
         @pc.on("connectionstatechange")

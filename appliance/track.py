@@ -1,7 +1,8 @@
-"""The video track aiortc sends: the camera's H.264 access units as `av.Packet`s.
+"""The video track: the camera's H.264 access units, never decoded or re-encoded.
 
-aiortc packetizes packets as they are (no decoding, no re-encoding). Timestamps are the
-camera's capture times, relative to the first unit, in microseconds.
+Our RTP loop (`appliance.rtp_loop`) reads `next_unit()`; `recv()` offers the same units as
+`av.Packet`s to anything that reads the track the aiortc way. Timestamps are the camera's
+capture times, relative to the first unit (a keyframe), in microseconds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from appliance.sources.base import SourceError, VideoSource
+from appliance.sources.base import AccessUnit, SourceError, VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,15 @@ class H264PacketTrack(MediaStreamTrack):
         self._first_us: int | None = None
         self.sent_units = 0
 
-    async def recv(self) -> av.Packet[Any]:
+    async def next_unit(self) -> AccessUnit:
+        """The next access unit; MediaStreamError once the track or its source ended."""
         if self.readyState != "live":
             raise MediaStreamError
         try:
             unit = await self._source.next_unit()
             if self._first_us is None:  # a stream starts with SPS, PPS and an IDR picture
-                self._source.request_keyframe()
+                if not unit.keyframe:
+                    self._source.request_keyframe()
                 while not unit.keyframe:
                     unit = await self._source.next_unit()
                 self._first_us = unit.timestamp_us
@@ -44,8 +47,12 @@ class H264PacketTrack(MediaStreamTrack):
             log.error("camera source failed: %s", error)
             self.stop()
             raise MediaStreamError from error
-        packet = av.Packet(unit.data)
-        packet.pts = unit.timestamp_us - self._first_us
-        packet.time_base = MICROSECONDS
         self.sent_units += 1
+        return AccessUnit(unit.data, unit.timestamp_us - self._first_us, unit.keyframe)
+
+    async def recv(self) -> av.Packet[Any]:
+        unit = await self.next_unit()
+        packet = av.Packet(unit.data)
+        packet.pts = unit.timestamp_us
+        packet.time_base = MICROSECONDS
         return packet

@@ -1,10 +1,13 @@
 """The file source (`camera.source: file`): a recorded H.264 elementary stream, replayed.
 
 What a hardware encoder hands over, at almost no CPU cost of ours: the file (Annex-B, at most
-`MAX_FILE_BYTES`) is read once and split into access units; the worker thread then hands one
-unit per real-time slot to the queue, looping forever. Playback starts at the first keyframe,
-so every loop starts with an IDR, and timestamps keep increasing across loops. IDRs that lack
-SPS/PPS get the last ones seen.
+`MAX_FILE_BYTES`) is read once, on a short-lived thread, and split into access units; then
+`next_unit()` hands over one unit per real-time slot, looping forever. It paces on the event
+loop itself: a recording in memory needs no thread, and a thread hand-over per picture would
+cost more than sending the picture (bench/RESULTS.md). Playback starts at the first
+keyframe, so every loop starts with an IDR, and timestamps keep increasing across loops.
+IDRs that lack SPS/PPS get the last ones seen. A consumer that falls behind gets the next
+unit in order at a later slot (counted as skipped slots), never a gap in the stream.
 
 `request_keyframe()` is honoured the way a camera would: the next unit handed over is a
 keyframe, by jumping ahead to the next keyframe in the file (wrapping to the start); the
@@ -15,7 +18,9 @@ stream (by decoding its first keyframe), not taken from the configuration.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
@@ -24,15 +29,22 @@ from pathlib import Path
 import av
 
 from appliance.sources import h264
-from appliance.sources.base import AccessUnit, SourceError
-from appliance.sources.paced import PacedSource
+from appliance.sources.base import (
+    AccessUnit,
+    KeyframeRequest,
+    SourceError,
+    SourceStats,
+    StatsCounter,
+)
+from appliance.sources.pacing import Pacer
+from appliance.sources.threaded import check_geometry
 
 log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
 
 
-class FileSource(PacedSource):
+class FileSource:
     def __init__(
         self,
         path: Path,
@@ -43,25 +55,65 @@ class FileSource(PacedSource):
         clock: Callable[[], float] = time.monotonic,
         max_bytes: int = MAX_FILE_BYTES,
     ) -> None:
-        super().__init__(name="file", width=width, height=height, fps=fps, clock=clock)
+        check_geometry(width, height, fps)
+        self.name = "file"
         self.path = path
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self._clock = clock
         self._max_bytes = max_bytes
+        self._counter = StatsCounter()
+        self._keyframe = KeyframeRequest()
+        self._pacer: Pacer | None = None  # set while running
         self._units: list[bytes] = []
         self._keyframes: list[int] = []  # indices of the keyframe units, ascending
         self._keyframe_set: frozenset[int] = frozenset()
         self._position = 0
         self._bitrate_logged = False
 
+    async def start(self) -> None:
+        if self._pacer is not None:
+            raise SourceError("the file source is already running")
+        loop = asyncio.get_running_loop()
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="file-load") as pool:
+            await loop.run_in_executor(pool, self._load)
+        self._position = 0
+        self._pacer = Pacer(self.fps, clock=self._clock)
+        log.info("source=file started %dx%d@%d", self.width, self.height, self.fps)
+
+    async def stop(self) -> None:
+        self._pacer = None
+        self._units = []
+
+    async def next_unit(self) -> AccessUnit:
+        pacer = self._pacer
+        if pacer is None:
+            raise SourceError("the file source is not running")
+        timestamp_us, skipped = await pacer.wait_slot()
+        if self._pacer is not pacer:
+            raise SourceError("the file source stopped")
+        if skipped:
+            self._counter.count_skipped(skipped)
+        forced = self._keyframe.take()
+        unit = self._unit_at(timestamp_us, force_keyframe=forced)
+        self._counter.count_unit(keyframe=unit.keyframe, forced=forced)
+        return unit
+
+    def request_keyframe(self) -> None:
+        self._keyframe.set()
+
     def set_bitrate(self, bits_per_second: int) -> None:
         level = logging.DEBUG if self._bitrate_logged else logging.INFO
         log.log(level, "source=file bitrate=%d ignored: a recording has its own", bits_per_second)
         self._bitrate_logged = True
 
-    def _prepare(self) -> None:
+    @property
+    def stats(self) -> SourceStats:
+        return self._counter.snapshot(dropped=0)
+
+    def _load(self) -> None:
         units = load_access_units(self.path, max_bytes=self._max_bytes)
-        self._keyframes = [i for i, unit in enumerate(units) if h264.is_keyframe(unit)]
-        self._keyframe_set = frozenset(self._keyframes)
-        self._units = units
         width, height = probe_size(units[0], self.path)
         if (width, height) != (self.width, self.height):
             log.info(
@@ -69,22 +121,22 @@ class FileSource(PacedSource):
                 self.path, width, height, self.width, self.height,
             )  # fmt: skip
             self.width, self.height = width, height
+        self._keyframes = [i for i, unit in enumerate(units) if h264.is_keyframe(unit)]
+        self._keyframe_set = frozenset(self._keyframes)
+        self._units = units
         log.info(
             "source=file path=%s units=%d keyframes=%d",
             self.path, len(units), len(self._keyframes),
         )  # fmt: skip
 
-    def _produce(self, timestamp_us: int, *, force_keyframe: bool) -> list[AccessUnit]:
+    def _unit_at(self, timestamp_us: int, *, force_keyframe: bool) -> AccessUnit:
         if force_keyframe and self._position not in self._keyframe_set:
             at = bisect.bisect_left(self._keyframes, self._position)
             self._position = self._keyframes[at] if at < len(self._keyframes) else 0
         data = self._units[self._position]
         keyframe = self._position in self._keyframe_set
         self._position = (self._position + 1) % len(self._units)
-        return [AccessUnit(data, timestamp_us, keyframe)]
-
-    def _release(self) -> None:
-        self._units = []
+        return AccessUnit(data, timestamp_us, keyframe)
 
 
 def load_access_units(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> list[bytes]:
