@@ -11,9 +11,10 @@ times: a new viewer (aiortc, in this process) subscribes to the feed; measured i
 Two appliances, one after the other, in the same run:
 - *forwarded*: `cvh-camera appliance`, which forwards Janus's keyframe request (PLI) to the
   camera encoder;
-- *not forwarded* (the baseline): `bench/appliance_without_pli.py`: the same appliance code
-  with the same configuration, except that keyframe requests never reach the encoder; a
-  new viewer waits for the next periodic keyframe.
+- *not forwarded* (the baseline): `bench/appliance_variant.py --variant
+  no-keyframe-requests`: the same appliance code with the same configuration, except
+  that keyframe requests never reach the encoder; a new viewer waits for the next periodic
+  keyframe.
 
 Target: forwarded median ≤ 150 ms.
 
@@ -197,7 +198,7 @@ async def run_phase(
         args.keyframe_interval,
         tuple(results),
         changes,
-        ignored if "appliance_without_pli" in " ".join(argv) else None,
+        ignored if "no-keyframe-requests" in argv else None,
     )
 
 
@@ -215,8 +216,8 @@ async def run(
     config = appliance_config(rig, workdir / "appliance-test.yaml", camera)
     phases = [("forwarded", appliance_argv(config), False)]
     if not args.no_baseline:
-        baseline = [sys.executable, str(BENCH_DIR / "appliance_without_pli.py"),
-                    "--config", str(config)]  # fmt: skip
+        baseline = [sys.executable, str(BENCH_DIR / "appliance_variant.py"),
+                    "--variant", "no-keyframe-requests", "--config", str(config)]  # fmt: skip
         phases.append(("not forwarded", baseline, True))
     results = []
     async with asyncio.timeout(args.time_limit), aiohttp.ClientSession() as http:
@@ -299,13 +300,13 @@ and a random 0.5–1.5 s pause follows.
 
 Two appliances, one after the other, same configuration, same run:
 - *forwarded*: `cvh-camera appliance`, which forwards Janus's PLI/FIR to the camera encoder;
-- *not forwarded*: `bench/appliance_without_pli.py`, the same appliance code whose camera
-  source ignores keyframe requests (no product switch: a wrapper around the source in the
-  benchmark). The first picture then waits for the next periodic keyframe: with a 10 s
-  interval, expect about 5 s on average, anywhere in 0–10 s. Its pauses get a further
-  random 0–10 s, or every viewer would arrive ~1 s after the previous keyframe and wait
-  ~9 s. It shows what forwarding buys; it is not what a default configuration (a keyframe
-  every 2 s) would give.
+- *not forwarded*: `bench/appliance_variant.py --variant no-keyframe-requests`, the same
+  appliance code whose camera source ignores keyframe requests (no product switch: a
+  wrapper around the source in the benchmark). The first picture then waits for the next
+  periodic keyframe: with a 10 s interval, expect about 5 s on average, anywhere in
+  0–10 s. Its pauses get a further random 0–10 s, or every viewer would arrive ~1 s after
+  the previous keyframe and wait ~9 s. It shows what forwarding buys; it is not what a
+  default configuration (a keyframe every 2 s) would give.
 
 Target: forwarded median ≤ 150 ms."""
 

@@ -14,6 +14,10 @@ through, against aiortc encoding the same pictures itself, in one run.
    front and publishes them into the same room at 30 fps, letting aiortc's own H.264
    encoder encode them (its bitrate follows the room's REMB: 2 Mbit/s). Same viewer, same
    warm-up, same windows.
+5. Run A' (for information; `--no-thread-handoff` skips it): A again, except that a thread
+   of its own replays the recording and hands each picture over to the event loop, as
+   picamera2's encoder thread does on a Pi (`bench/appliance_variant.py`). The file source
+   itself paces on the event loop, so A' - A is what the hand-over costs a camera.
 
 The viewer (in this process) is not counted. Prints CPU seconds per 10 s for both, their
 ratio and the targets: A ≤ 0.2 CPU-s per 10 s, ratio ≥ 15×.
@@ -196,14 +200,21 @@ async def sample_windows(
 
 async def run_appliance(
     rig: Rig, http: aiohttp.ClientSession, recording: Path, args: argparse.Namespace,
-    cleanup: contextlib.ExitStack,
+    cleanup: contextlib.ExitStack, *, thread_handoff: bool = False,
 ) -> Measured:  # fmt: skip
     camera = {
         "source": "file", "file": str(recording), "width": WIDTH, "height": HEIGHT,
         "fps": FPS, "bitrate": BITRATE, "keyframe_interval": KEYFRAME_INTERVAL,
     }  # fmt: skip
     config = appliance_config(rig, rig.workdir / "appliance-file.yaml", camera)
-    child = Child(appliance_argv(config), rig.workdir / "appliance-file.log")
+    if thread_handoff:
+        argv = [sys.executable, str(BENCH_DIR / "appliance_variant.py"),
+                "--variant", "thread-handoff", "--config", str(config)]  # fmt: skip
+        name, log = "A': the same, pictures handed over by a thread", "appliance-thread.log"
+    else:
+        argv = appliance_argv(config)
+        name, log = "A: appliance, file source (passthrough)", "appliance-file.log"
+    child = Child(argv, rig.workdir / log)
     cleanup.callback(child.stop)
     async with receiver(rig) as slot_server:
         child.start()
@@ -213,9 +224,9 @@ async def run_appliance(
         status = await asyncio.to_thread(child.stop)
         await slot_server.remove_feed()
     if status != 0:
-        raise BenchError(f"the appliance exited with {status} on SIGTERM\n{child.log_tail()}")
+        raise BenchError(f"{argv[1:4]} exited with {status} on SIGTERM\n{child.log_tail()}")
     bits = recording_bitrate(recording, recording_frames(args) / FPS)
-    return Measured("A: appliance, file source (passthrough)", windows, bits)
+    return Measured(name, windows, bits)
 
 
 async def run_aiortc_encoder(
@@ -279,7 +290,13 @@ async def run(
         print("run B: aiortc encoding …", flush=True)
         b = await run_aiortc_encoder(rig, http, recording, args, cleanup)
         print(f"  {_each(b)} CPU-s per 10 s", flush=True)
-    return [a, b]
+        results = [a, b]
+        if not args.no_thread_handoff:
+            print("run A': the recording handed over by a thread …", flush=True)
+            a2 = await run_appliance(rig, http, recording, args, cleanup, thread_handoff=True)
+            print(f"  {_each(a2)} CPU-s per 10 s", flush=True)
+            results.append(a2)
+    return results
 
 
 def _each(m: Measured) -> str:
@@ -312,34 +329,46 @@ def table(results: list[Measured]) -> list[str]:
     ]
 
 
-def verdicts(a: Measured, b: Measured) -> list[str]:
+def verdicts(results: list[Measured]) -> list[str]:
+    a, b = results[:2]
     ratio = b.cpu_per_10s / a.cpu_per_10s if a.cpu_per_10s > 0 else float("inf")
     per_picture = b.cpu_ms_per_picture / a.cpu_ms_per_picture
+    handoff = [
+        f"A' - A (the thread hand-over of a camera): {m.cpu_per_10s - a.cpu_per_10s:+.3f} "
+        "CPU-s per 10 s"
+        for m in results[2:]
+    ]
     return [
         f"ratio B/A: {ratio:.1f}× per 10 s ({per_picture:.1f}× per picture sent)",
         f"target A ≤ {TARGET_CPU_PER_10S} CPU-s per 10 s: {a.cpu_per_10s:.3f}: "
         + ("met" if a.cpu_per_10s <= TARGET_CPU_PER_10S else "NOT met"),
         f"target ratio ≥ {TARGET_RATIO:.0f}×: {ratio:.1f}×: "
         + ("met" if ratio >= TARGET_RATIO else "NOT met"),
+        *handoff,
     ]
 
 
 DESCRIPTION = """\
 `bench/publisher_cpu.py` records 10 s of the test stream (1280×720, 30 fps, 2 Mbit/s, an IDR
 every 60 frames), starts a local Janus and the slot server (room bitrate 2 Mbit/s, so
-Janus's REMB asks for the stream's own rate), then measures two publishers one after the
+Janus's REMB asks for the stream's own rate), then measures three publishers one after the
 other, each with one aiortc viewer (in the benchmark process, not counted) subscribed and
 decoding: CPU time (utime + stime of all threads, `/proc/<pid>/stat`, 10 ms ticks) over
 three back-to-back 10 s windows after a 5 s warm-up that starts once the viewer decoded
 its first picture; the figure is the median window.
 
 - *A*: the real `cvh-camera appliance` process, `camera.source: file` on the recording:
-  the camera's hardware encoder does the encoding, the appliance packetizes, encrypts and
-  sends (aiortc with `av.Packet`s).
+  the camera's hardware encoder does the encoding; the appliance packetizes (our RTP loop,
+  `appliance/rtp_loop.py`), encrypts and sends (aiortc's SRTP and ICE). The file source
+  paces on the event loop, no thread.
 - *B*: `bench/aiortc_encoding_publisher.py`: the same pictures (decoded from the recording
   up front, outside the window) handed to aiortc as `av.VideoFrame`s at 30 fps, so aiortc's
   own H.264 encoder (libx264 with aiortc's settings; bitrate from Janus's REMB) encodes
   them; same Janus room, same offer (H.264 42e01f only).
+- *A'* (for information, no target): A with the recording replayed by a thread of its own
+  that hands each picture to the event loop (`bench/appliance_variant.py --variant
+  thread-handoff`), as picamera2's encoder thread does on a Pi: A' - A is what that
+  hand-over costs.
 
 *Mbit/s*: A's is the recording's; B's is what its sender reported sending. *CPU ms per
 picture*: per picture B handed to aiortc (B skips frame slots when it falls behind), for A
@@ -350,13 +379,12 @@ Targets: A ≤ 0.2 CPU-s per 10 s; B/A ≥ 15×."""
 
 
 def markdown(results: list[Measured], info: dict[str, str], args: argparse.Namespace) -> str:
-    a, b = results
     lines = [
         DESCRIPTION, "", stamp(), "",
         *(f"- {key}: {value}" for key, value in info.items()),
         f"- warm-up {args.warmup:g} s, then {args.windows} windows of {args.window:g} s", "",
         *table(results), "",
-        *(f"- {line}" for line in verdicts(a, b)),
+        *(f"- {line}" for line in verdicts(results)),
     ]  # fmt: skip
     return "\n".join(lines)
 
@@ -371,6 +399,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recording-seconds", type=float, default=10.0)
     parser.add_argument("--time-limit", type=float, default=300.0, help="both runs, seconds")
     parser.add_argument("--write-results", action="store_true", help="update bench/RESULTS.md")
+    parser.add_argument(
+        "--no-thread-handoff", action="store_true", help="skip run A' (informational)"
+    )
     parser.add_argument("--workdir", type=Path, help="keep recording, configs and logs here")
     args = parser.parse_args(argv)
     if args.window <= 0 or args.warmup < 0 or args.windows < 1:
@@ -392,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in table(results):
         print(line)
     print()
-    for line in verdicts(*results):
+    for line in verdicts(results):
         print(line)
     for key, value in info.items():
         print(f"{key}: {value}")

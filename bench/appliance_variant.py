@@ -1,0 +1,154 @@
+"""The appliance with one thing changed in its camera source, for a benchmark to compare.
+
+Runs what `cvh-camera appliance --config FILE` runs (the same configuration, event loop,
+supervisor, publisher, slot client), with the camera source changed by `--variant`:
+
+- `no-keyframe-requests` (the baseline of first_frame.py): `request_keyframe()` does nothing.
+  The PLI/FIR that Janus sends for a new subscriber still reaches the publisher, but no
+  longer the encoder, as in an appliance without the forwarding; a new viewer waits for the
+  next periodic keyframe. Every ignored request is logged.
+- `thread-handoff` (publisher_cpu.py's run A'): the configured recording (`camera.file`) is
+  replayed from a thread of its own that hands every picture over to the event loop, as
+  picamera2's encoder thread does on a Pi (the file source itself paces on the event loop).
+
+    python bench/appliance_variant.py --variant VARIANT --config FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from appliance.config import ApplianceConfig, ConfigError, load_appliance_config
+from appliance.runtime import camera_source
+from appliance.sources import AccessUnit, SourceStats, VideoSource, h264
+from appliance.sources.filesource import load_access_units
+from appliance.sources.paced import PacedSource
+from appliance.supervisor import Status, Supervisor
+from wire.eventloop import new_event_loop
+from wire.logsetup import setup_logging
+from wire.tasks import stop_tasks
+
+log = logging.getLogger("bench.appliance_variant")
+VARIANTS = ("no-keyframe-requests", "thread-handoff")
+
+STOP_TIMEOUT = 10.0
+
+
+class KeyframeRequestsIgnored:
+    """A `VideoSource` that is `source` in every way but one: keyframe requests are dropped."""
+
+    def __init__(self, source: VideoSource) -> None:
+        self._source = source
+        self.ignored = 0
+        self._copy_geometry()
+
+    def _copy_geometry(self) -> None:
+        source = self._source
+        self.name, self.width, self.height, self.fps = (
+            source.name, source.width, source.height, source.fps,
+        )  # fmt: skip
+
+    async def start(self) -> None:
+        await self._source.start()
+        self._copy_geometry()  # the file source learns its picture size from the stream
+
+    async def stop(self) -> None:
+        await self._source.stop()
+
+    async def next_unit(self) -> AccessUnit:
+        return await self._source.next_unit()
+
+    def request_keyframe(self) -> None:
+        self.ignored += 1
+        log.info("keyframe request ignored n=%d", self.ignored)
+
+    def set_bitrate(self, bits_per_second: int) -> None:
+        self._source.set_bitrate(bits_per_second)
+
+    @property
+    def stats(self) -> SourceStats:
+        return self._source.stats
+
+
+class ThreadedReplay(PacedSource):
+    """A recording replayed by a thread that hands each picture to the event loop's queue."""
+
+    def __init__(self, path: Path, *, width: int, height: int, fps: int) -> None:
+        super().__init__(name="threaded-file", width=width, height=height, fps=fps)
+        self._path = path
+        self._units: list[bytes] = []
+        self._position = 0
+
+    def set_bitrate(self, bits_per_second: int) -> None:
+        return  # a recording has its own
+
+    def _prepare(self) -> None:
+        self._units = load_access_units(self._path)
+
+    def _produce(self, timestamp_us: int, *, force_keyframe: bool) -> list[AccessUnit]:
+        data = self._units[self._position]
+        self._position = (self._position + 1) % len(self._units)
+        return [AccessUnit(data, timestamp_us, h264.is_keyframe(data))]
+
+    def _release(self) -> None:
+        self._units = []
+
+
+def variant_source(variant: str, config: ApplianceConfig) -> VideoSource:
+    if variant == "no-keyframe-requests":
+        return KeyframeRequestsIgnored(camera_source(config))
+    camera = config.camera
+    if camera.source != "file" or not camera.file:
+        raise SystemExit(f"--variant {variant} needs camera.source: file with camera.file")
+    return ThreadedReplay(
+        Path(camera.file), width=camera.width, height=camera.height, fps=camera.fps
+    )
+
+
+async def run(variant: str, config_path: Path) -> int:
+    try:
+        config = load_appliance_config(config_path, os.environ)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    source = variant_source(variant, config)
+
+    def report(status: Status) -> None:
+        return  # the supervisor logs every state change itself
+
+    supervisor = Supervisor(config, source, status_sink=report)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+    task = asyncio.create_task(supervisor.run(), name="supervisor")
+    waiter = asyncio.create_task(stop.wait(), name="stop")
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if not await stop_tasks([task, waiter], STOP_TIMEOUT):  # as the appliance stops
+        log.error("appliance did not stop within %.0fs", STOP_TIMEOUT)
+    log.info("appliance stopped")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--config", type=Path, required=True, help="appliance YAML")
+    args = parser.parse_args()
+    setup_logging("info")
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:  # as the appliance runs
+        return runner.run(run(args.variant, args.config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
