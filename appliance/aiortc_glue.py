@@ -156,6 +156,8 @@ def replace_rtp_loop(sender: RTCRtpSender, run: RtpLoop) -> RtpLink:
         except Exception:
             log.exception("the RTP loop failed")
         finally:
+            if sender.track is not None:
+                sender.track.stop()  # as aiortc's loop does when it ends
             getattr(sender, _RTP_EXITED).set()
 
     sender.send = send  # type: ignore[method-assign]

@@ -63,10 +63,11 @@ class HeaderTemplate:
     """
 
     def __init__(self, *, payload_type: int, ssrc: int, mid: str | None, ids: dict[str, int]):
+        ids = {uri: i for uri, i in ids.items() if 1 <= i <= 14}  # the one-byte form's ids
         elements = b""
         self._abs_send_time_at: int | None = None
-        if mid is not None and MID_URI in ids:
-            encoded = mid.encode()
+        encoded = (mid or "").encode()
+        if MID_URI in ids and 0 < len(encoded) <= 16:  # what a one-byte element can carry
             elements += bytes(((ids[MID_URI] << 4) | (len(encoded) - 1),)) + encoded
         if ABS_SEND_TIME_URI in ids:
             self._abs_send_time_at = 12 + 4 + len(elements) + 1

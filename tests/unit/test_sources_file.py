@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from pathlib import Path
@@ -109,3 +110,32 @@ async def test_a_file_without_h264_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"no H\.264 keyframe"):
         await src.start()
     assert set(threading.enumerate()) == before
+
+
+async def test_stop_ends_a_waiting_consumer(recording: Path) -> None:
+    src = FileSource(recording, width=320, height=240, fps=1)  # the next slot is 1 s away
+    await src.start()
+    await src.next_unit()
+    waiting = asyncio.create_task(src.next_unit())
+    await asyncio.sleep(0.05)
+    await src.stop()
+    with pytest.raises(SourceError, match="stopped"):
+        await asyncio.wait_for(waiting, 2.0)
+    with pytest.raises(SourceError, match="not running"):
+        await src.next_unit()
+
+
+async def test_a_late_consumer_skips_slots_but_no_pictures(recording: Path) -> None:
+    now = [100.0]
+    src = FileSource(recording, width=320, height=240, fps=100, clock=lambda: now[0])
+    await src.start()
+    try:
+        first = await src.next_unit()
+        now[0] = 100.105  # the consumer comes back 10.5 slots later
+        second = await src.next_unit()
+    finally:
+        await src.stop()
+    units = load_access_units(recording)
+    assert (first.data, second.data) == (units[0], units[1])  # the stream has no gap
+    assert second.timestamp_us - first.timestamp_us == 100_000  # the latest slot due
+    assert src.stats.skipped == 9
