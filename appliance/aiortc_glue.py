@@ -63,7 +63,7 @@ def check_aiortc() -> None:
 
 def check_sender(sender: RTCRtpSender) -> None:
     """Raise AiortcChanged unless `sender` has the private state replace_rtp_loop uses."""
-    names = [_RTP_STARTED, _RTP_EXITED] + [_PRIVATE + field for field in _REPORT_FIELDS]
+    names = ["_ssrc", _RTP_STARTED, _RTP_EXITED] + [_PRIVATE + f for f in _REPORT_FIELDS]
     missing = [name for name in names if not hasattr(sender, name)]
     if missing:
         raise AiortcChanged(f"RTCRtpSender no longer has {', '.join(missing)}")

@@ -31,7 +31,6 @@ HISTORY_SIZE = 512  # packets kept for NACK: ~2 s at 2 Mbit/s
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 RTP_CLOCK_RATE = 90_000
-_SEQ_TIMESTAMP_SSRC = struct.Struct("!HII")
 _MARKER = 0x80
 
 
@@ -83,7 +82,6 @@ class HeaderTemplate:
             fixed[0] = 0x80
         self._header = fixed
         self._payload_type = payload_type
-        self._ssrc = ssrc
 
     def frame(self, rtp_timestamp: int, ntp_time: int) -> bytearray:
         """The header for the packets of one picture (sequence number and marker unset)."""
