@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiortc import RTCRtpCodecCapability, RTCRtpSender, clock
+from aiortc import RTCDtlsTransport, RTCRtpCodecCapability, RTCRtpSender, clock
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import (
@@ -54,6 +54,9 @@ def check_aiortc() -> None:
         raise AiortcChanged(f"RTCRtpSender.{_HOOK} is gone or no longer a coroutine")
     if list(inspect.signature(method).parameters) != ["self", "packet"]:
         raise AiortcChanged(f"RTCRtpSender.{_HOOK} changed its signature")
+    send_rtp = getattr(RTCDtlsTransport, "_send_rtp", None)
+    if send_rtp is None or not inspect.iscoroutinefunction(send_rtp):
+        raise AiortcChanged("RTCDtlsTransport._send_rtp is gone or no longer a coroutine")
     loop = getattr(RTCRtpSender, _RTP_LOOP, None)
     if loop is None or not inspect.iscoroutinefunction(loop):
         raise AiortcChanged(f"RTCRtpSender.{_RTP_LOOP} is gone or no longer a coroutine")

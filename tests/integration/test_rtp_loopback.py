@@ -1,20 +1,24 @@
 """Our RTP loop in place of aiortc's, end to end: aiortc publisher → aiortc receiver.
 
 No Janus here: the receiver is a second RTCPeerConnection in this process, so what is
-checked is our packets themselves (SRTP, header extensions, H.264 payloads, RTCP reports)
-as a real WebRTC stack decodes them. tests/integration/test_appliance.py does it via Janus.
+checked is our packets themselves (SRTP, header extensions, H.264 payloads, RTCP reports,
+retransmission on NACK) as a real WebRTC stack decodes them.
+tests/integration/test_appliance.py does it via Janus.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiortc import MediaStreamTrack, RTCPeerConnection
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
 
-from appliance.aiortc_glue import forward_feedback, h264_preferences, replace_rtp_loop
+from appliance.aiortc_glue import RtpLink, forward_feedback, h264_preferences, replace_rtp_loop
 from appliance.rtp_loop import H264RtpLoop
 from appliance.sources.filesource import FileSource
 from appliance.sources.synthetic import read_counter, record_test_stream
@@ -32,15 +36,19 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-async def decoded(track: MediaStreamTrack, count: int) -> list[tuple[int, int, int | None]]:
-    frames = []
-    for _ in range(count):
-        frame = await track.recv()
-        frames.append((frame.width, frame.height, read_counter(frame)))  # type: ignore[union-attr]
-    return frames
+@dataclass
+class Call:
+    loop: H264RtpLoop
+    link: RtpLink
+    transceiver: RTCRtpTransceiver
+    remote: MediaStreamTrack
 
 
-async def test_a_receiver_decodes_what_our_loop_sends(recording: Path) -> None:
+@contextlib.asynccontextmanager
+async def call(
+    recording: Path, *, drop: Callable[[int], bool] | None = None
+) -> AsyncIterator[Call]:
+    """Our publisher and an aiortc receiver, connected; `drop(n)` loses the n-th packet sent."""
     source = FileSource(recording, width=320, height=240, fps=30)
     await source.start()
     publisher, receiver = RTCPeerConnection(), RTCPeerConnection()
@@ -52,31 +60,63 @@ async def test_a_receiver_decodes_what_our_loop_sends(recording: Path) -> None:
         transceiver.setCodecPreferences(h264_preferences())
         loop = H264RtpLoop(track)
         link = replace_rtp_loop(transceiver.sender, loop.run)
-        keyframe_requests: list[None] = []
         forward_feedback(
             transceiver.sender,
-            on_keyframe_request=lambda: keyframe_requests.append(None),
+            on_keyframe_request=lambda: None,
             on_bitrate_estimate=lambda bitrate: None,
             on_nack=lambda sequences: loop.retransmit(sequences, link),
         )
+        if drop is not None:
+            send, count = link.send_rtp, itertools.count()
+
+            async def lossy(packet: bytes) -> None:
+                if not drop(next(count)):
+                    await send(packet)
+
+            link.send_rtp = lossy  # type: ignore[method-assign]
         await publisher.setLocalDescription(await publisher.createOffer())
         await receiver.setRemoteDescription(publisher.localDescription)
         await receiver.setLocalDescription(await receiver.createAnswer())
         await publisher.setRemoteDescription(receiver.localDescription)
-
         remote = await asyncio.wait_for(tracks.get(), 10)
-        frames = await asyncio.wait_for(decoded(remote, FRAMES), 20)
-        assert {(w, h) for w, h, _ in frames} == {(320, 240)}
-        counters = [c for _, _, c in frames]
-        assert None not in counters
-        steps = [(b - a) % 60 for a, b in itertools.pairwise(counters)]
-        assert all(step == 1 for step in steps), counters  # every picture, in order
-        assert loop.sent_packets >= FRAMES
-
-        stats = await transceiver.sender.getStats()
-        sent = [s for s in stats.values() if s.type == "outbound-rtp"]
-        assert sent and sent[0].packetsSent >= FRAMES  # our counts reach the sender reports
+        yield Call(loop, link, transceiver, remote)
     finally:
         await asyncio.wait_for(publisher.close(), 5)  # our loop ends the way stop() waits for
         await receiver.close()
         await source.stop()
+
+
+async def decoded(track: MediaStreamTrack, count: int) -> list[tuple[int, int, int | None]]:
+    frames = []
+    for _ in range(count):
+        frame = await track.recv()
+        frames.append((frame.width, frame.height, read_counter(frame)))  # type: ignore[union-attr]
+    return frames
+
+
+def consecutive(counters: list[int | None]) -> bool:
+    present = [c for c in counters if c is not None]
+    return len(present) == len(counters) and all(
+        (b - a) % 60 == 1 for a, b in itertools.pairwise(present)
+    )
+
+
+async def test_a_receiver_decodes_what_our_loop_sends(recording: Path) -> None:
+    async with call(recording) as c:
+        frames = await asyncio.wait_for(decoded(c.remote, FRAMES), 20)
+        assert {(w, h) for w, h, _ in frames} == {(320, 240)}
+        counters = [counter for _, _, counter in frames]
+        assert consecutive(counters), counters  # every picture, in order
+        assert c.loop.sent_packets >= FRAMES
+        stats = await c.transceiver.sender.getStats()
+        sent = [s for s in stats.values() if s.type == "outbound-rtp"]
+        assert sent and sent[0].packetsSent >= FRAMES  # our counts reach the sender reports
+
+
+async def test_a_lost_packet_is_sent_again_on_nack(recording: Path) -> None:
+    lost = {12, 40}  # two packets in the middle of pictures, never sent the first time
+    async with call(recording, drop=lambda n: n in lost) as c:
+        frames = await asyncio.wait_for(decoded(c.remote, FRAMES), 20)
+        counters = [counter for _, _, counter in frames]
+        assert consecutive(counters), counters
+        assert c.loop.retransmitted >= len(lost)  # the receiver asked, our history answered
