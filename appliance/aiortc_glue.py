@@ -9,7 +9,9 @@
    started and ended the way `stop()` waits for, sends through the DTLS transport's SRTP,
    and feeds aiortc's RTCP sender reports with what was sent.
 
-`tests/unit/test_aiortc_glue.py` fails loudly if aiortc changes any of this under us.
+`tests/unit/test_aiortc_glue.py` fails loudly if aiortc changes any of this under us. On a
+device with such an aiortc, `replace_rtp_loop` raises AiortcChanged before it touches the
+sender, and the publisher keeps aiortc's own loop: streaming costs more CPU, but it works.
 """
 
 from __future__ import annotations
@@ -48,12 +50,20 @@ class AiortcChanged(RuntimeError):
 
 
 def check_aiortc() -> None:
-    """Raise AiortcChanged unless RTCRtpSender still routes RTCP through our hook point."""
+    """Raise AiortcChanged unless aiortc still has every hook point this module uses."""
+    _check_rtcp_hook()
+    _check_rtp_loop()
+
+
+def _check_rtcp_hook() -> None:
     method = getattr(RTCRtpSender, _HOOK, None)
     if method is None or not inspect.iscoroutinefunction(method):
         raise AiortcChanged(f"RTCRtpSender.{_HOOK} is gone or no longer a coroutine")
     if list(inspect.signature(method).parameters) != ["self", "packet"]:
         raise AiortcChanged(f"RTCRtpSender.{_HOOK} changed its signature")
+
+
+def _check_rtp_loop() -> None:
     send_rtp = getattr(RTCDtlsTransport, "_send_rtp", None)
     if send_rtp is None or not inspect.iscoroutinefunction(send_rtp):
         raise AiortcChanged("RTCDtlsTransport._send_rtp is gone or no longer a coroutine")
@@ -83,7 +93,7 @@ def forward_feedback(
     on_nack: Callable[[Sequence[int]], Awaitable[None]] | None = None,
 ) -> None:
     """Route PLI/FIR and REMB that reach `sender` to the camera encoder, NACKs to `on_nack`."""
-    check_aiortc()
+    _check_rtcp_hook()
     original: Callable[[Any], Awaitable[None]] = getattr(sender, _HOOK)
 
     async def handle(packet: Any) -> None:
@@ -138,9 +148,10 @@ def replace_rtp_loop(sender: RTCRtpSender, run: RtpLoop) -> RtpLink:
 
     `run` is called once the connection negotiated its parameters and runs until it is
     cancelled (by `sender.stop()`), its source ends (MediaStreamError) or the transport
-    closes (ConnectionError). Returns the link, for retransmissions.
+    closes (ConnectionError). Returns the link, for retransmissions. Raises AiortcChanged,
+    with `sender` untouched, if aiortc no longer has what this needs.
     """
-    check_aiortc()
+    _check_rtp_loop()
     check_sender(sender)
     link = RtpLink(sender)
     original_send: Callable[[RTCRtpSendParameters], Awaitable[None]] = sender.send

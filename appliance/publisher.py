@@ -12,14 +12,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 
-from appliance.aiortc_glue import forward_feedback, h264_preferences, replace_rtp_loop
+from appliance.aiortc_glue import (
+    AiortcChanged,
+    forward_feedback,
+    h264_preferences,
+    replace_rtp_loop,
+)
 from appliance.rtp_loop import H264RtpLoop
 from appliance.sources.base import VideoSource
 from appliance.throttle import Throttle
@@ -50,6 +61,21 @@ class PublishTarget:
     pin: str
     display: str
     ice_servers: tuple[str, ...] = ()
+
+
+NackHandler = Callable[[Sequence[int]], Awaitable[None]]
+
+
+def send_with_our_rtp_loop(sender: RTCRtpSender, track: H264PacketTrack) -> NackHandler | None:
+    """Run our RTP loop on `sender` and return its NACK handler; or, if aiortc changed
+    under us, leave aiortc's own loop in place (it works, at more CPU) and return None."""
+    rtp = H264RtpLoop(track)
+    try:
+        link = replace_rtp_loop(sender, rtp.run)
+    except AiortcChanged as error:
+        log.warning("sending with aiortc's own RTP loop (more CPU): %s", error)
+        return None
+    return lambda sequences: rtp.retransmit(sequences, link)
 
 
 class JanusPublisher:
@@ -132,13 +158,11 @@ class JanusPublisher:
         track = H264PacketTrack(self._source)
         transceiver = pc.addTransceiver(track, direction="sendonly")
         transceiver.setCodecPreferences(h264_preferences())
-        rtp = H264RtpLoop(track)
-        link = replace_rtp_loop(transceiver.sender, rtp.run)
         forward_feedback(
             transceiver.sender,
             on_keyframe_request=self._keyframes,
             on_bitrate_estimate=self._on_bitrate_estimate,
-            on_nack=lambda sequences: rtp.retransmit(sequences, link),
+            on_nack=send_with_our_rtp_loop(transceiver.sender, track),
         )
 
         @pc.on("connectionstatechange")

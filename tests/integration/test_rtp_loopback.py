@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
 
 from appliance.aiortc_glue import RtpLink, forward_feedback, h264_preferences, replace_rtp_loop
+from appliance.publisher import send_with_our_rtp_loop
 from appliance.rtp_loop import H264RtpLoop
 from appliance.sources.filesource import FileSource
 from appliance.sources.synthetic import read_counter, record_test_stream
@@ -37,6 +39,43 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @dataclass
+class Peers:
+    """A publisher sending our track, a receiver, not yet connected."""
+
+    track: H264PacketTrack
+    transceiver: RTCRtpTransceiver
+    publisher: RTCPeerConnection
+    receiver: RTCPeerConnection
+    tracks: asyncio.Queue[MediaStreamTrack]
+
+    async def connect(self) -> MediaStreamTrack:
+        """Offer, answer; the receiver's track."""
+        await self.publisher.setLocalDescription(await self.publisher.createOffer())
+        await self.receiver.setRemoteDescription(self.publisher.localDescription)
+        await self.receiver.setLocalDescription(await self.receiver.createAnswer())
+        await self.publisher.setRemoteDescription(self.receiver.localDescription)
+        return await asyncio.wait_for(self.tracks.get(), 10)
+
+
+@contextlib.asynccontextmanager
+async def peers(recording: Path) -> AsyncIterator[Peers]:
+    source = FileSource(recording, width=320, height=240, fps=30)
+    await source.start()
+    publisher, receiver = RTCPeerConnection(), RTCPeerConnection()
+    tracks: asyncio.Queue[MediaStreamTrack] = asyncio.Queue()
+    receiver.on("track", tracks.put_nowait)
+    try:
+        track = H264PacketTrack(source)
+        transceiver = publisher.addTransceiver(track, direction="sendonly")
+        transceiver.setCodecPreferences(h264_preferences())
+        yield Peers(track, transceiver, publisher, receiver, tracks)
+    finally:
+        await asyncio.wait_for(publisher.close(), 5)  # our loop ends the way stop() waits for
+        await receiver.close()
+        await source.stop()
+
+
+@dataclass
 class Call:
     loop: H264RtpLoop
     link: RtpLink
@@ -49,19 +88,11 @@ async def call(
     recording: Path, *, drop: Callable[[int], bool] | None = None
 ) -> AsyncIterator[Call]:
     """Our publisher and an aiortc receiver, connected; `drop(n)` loses the n-th packet sent."""
-    source = FileSource(recording, width=320, height=240, fps=30)
-    await source.start()
-    publisher, receiver = RTCPeerConnection(), RTCPeerConnection()
-    tracks: asyncio.Queue[MediaStreamTrack] = asyncio.Queue()
-    receiver.on("track", tracks.put_nowait)
-    try:
-        track = H264PacketTrack(source)
-        transceiver = publisher.addTransceiver(track, direction="sendonly")
-        transceiver.setCodecPreferences(h264_preferences())
-        loop = H264RtpLoop(track)
-        link = replace_rtp_loop(transceiver.sender, loop.run)
+    async with peers(recording) as p:
+        loop = H264RtpLoop(p.track)
+        link = replace_rtp_loop(p.transceiver.sender, loop.run)
         forward_feedback(
-            transceiver.sender,
+            p.transceiver.sender,
             on_keyframe_request=lambda: None,
             on_bitrate_estimate=lambda bitrate: None,
             on_nack=lambda sequences: loop.retransmit(sequences, link),
@@ -74,16 +105,7 @@ async def call(
                     await send(packet)
 
             link.send_rtp = lossy  # type: ignore[method-assign]
-        await publisher.setLocalDescription(await publisher.createOffer())
-        await receiver.setRemoteDescription(publisher.localDescription)
-        await receiver.setLocalDescription(await receiver.createAnswer())
-        await publisher.setRemoteDescription(receiver.localDescription)
-        remote = await asyncio.wait_for(tracks.get(), 10)
-        yield Call(loop, link, transceiver, remote)
-    finally:
-        await asyncio.wait_for(publisher.close(), 5)  # our loop ends the way stop() waits for
-        await receiver.close()
-        await source.stop()
+        yield Call(loop, link, p.transceiver, await p.connect())
 
 
 async def decoded(track: MediaStreamTrack, count: int) -> list[tuple[int, int, int | None]]:
@@ -120,3 +142,19 @@ async def test_a_lost_packet_is_sent_again_on_nack(recording: Path) -> None:
         counters = [counter for _, _, counter in frames]
         assert consecutive(counters), counters
         assert c.loop.retransmitted >= len(lost)  # the receiver asked, our history answered
+
+
+async def test_if_aiortc_changed_its_own_loop_still_sends(
+    recording: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The product degrades to aiortc's RTP loop (more CPU) instead of not streaming."""
+    async with peers(recording) as p:
+        sender = p.transceiver.sender
+        del sender._RTCRtpSender__octet_count  # type: ignore[attr-defined]  # "a newer aiortc"
+        with caplog.at_level(logging.WARNING, logger="appliance.publisher"):
+            assert send_with_our_rtp_loop(sender, p.track) is None
+        assert "aiortc's own RTP loop" in caplog.text
+        assert "send" not in vars(sender) and "_run_rtp" not in vars(sender)  # untouched
+        sender._RTCRtpSender__octet_count = 0  # type: ignore[attr-defined]  # aiortc needs it
+        frames = await asyncio.wait_for(decoded(await p.connect(), 5), 20)
+        assert {(w, h) for w, h, _ in frames} == {(320, 240)}
