@@ -4,7 +4,7 @@ Used by the integration tests and by ``cvh-camera demo``. The API is synchronous
 (call it from fixtures, or through ``asyncio.to_thread`` from async code).
 
 The generated configuration exposes only what CVH-Camera uses: the HTTP
-transport and the WebSocket transport (plain ``ws``) bound to 127.0.0.1, and the
+transport and the WebSocket transport (plain ``ws``) bound to 127.0.0.1 (or `host`), and the
 VideoRoom plugin with an ``admin_key`` and no static rooms. Every other plugin,
 transport, event handler and logger is disabled.
 """
@@ -118,14 +118,14 @@ def render_config(janus: LocalJanus, lib_dir: Path) -> dict[str, str]:
     http = (
         "general: {\n"
         '\tjson = "compact"\n\tbase_path = "/janus"\n\tevents = false\n'
-        f'\thttp = true\n\tport = {janus.http_port}\n\tip = "127.0.0.1"\n\thttps = false\n'
+        f'\thttp = true\n\tport = {janus.http_port}\n\tip = "{janus.host}"\n\thttps = false\n'
         "}\n"
         "admin: {\n\tadmin_http = false\n\tadmin_https = false\n}\n"
     )
     websockets = (
         "general: {\n"
         '\tjson = "compact"\n\tevents = false\n'
-        f'\tws = true\n\tws_port = {janus.ws_port}\n\tws_ip = "127.0.0.1"\n\twss = false\n'
+        f'\tws = true\n\tws_port = {janus.ws_port}\n\tws_ip = "{janus.host}"\n\twss = false\n'
         "}\n"
         "admin: {\n\tadmin_ws = false\n\tadmin_wss = false\n}\n"
     )
@@ -147,15 +147,16 @@ class LocalJanus:
     ws_port: int
     admin_key: str
     rtp_port_range: tuple[int, int]
+    host: str = "127.0.0.1"  # where the HTTP and WebSocket APIs listen
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/janus"
+        return f"http://{self.host}:{self.http_port}/janus"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.ws_port}"
+        return f"ws://{self.host}:{self.ws_port}"
 
     @property
     def config_path(self) -> Path:

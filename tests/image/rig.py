@@ -20,7 +20,6 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,26 +59,6 @@ def guest_yaml(width: int, height: int, fps: int) -> str:
     )
 
 
-@dataclass
-class NamespaceJanus(LocalJanus):
-    """LocalJanus with its HTTP API on the namespace's address, where the guest reaches it."""
-
-    host: str = HOST_IP
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self.host}:{self.http_port}/janus"
-
-    def write_config(self, lib_dir: Path | None = None) -> Path:
-        path = super().write_config(lib_dir)
-        http = self.workdir / "janus.transport.http.jcfg"
-        text = http.read_text()
-        if 'ip = "127.0.0.1"' not in text:
-            raise RuntimeError(f"unexpected Janus HTTP configuration: {text!r}")
-        http.write_text(text.replace('ip = "127.0.0.1"', f'ip = "{self.host}"'))
-        return path
-
-
 def boot(args: argparse.Namespace) -> contextlib.AbstractAsyncContextManager[Guest]:
     machine = Machine(args.disk, args.kernel, args.initrd, TAP, args.cpu, args.smp, args.memory)
     return booted(machine, args.workdir / f"console-{args.mode}.log", args.workdir / "qmp.sock")
@@ -94,10 +73,10 @@ async def wait_link_up(name: str, timeout: float) -> None:
 
 
 @contextlib.asynccontextmanager
-async def janus_running(workdir: Path) -> AsyncIterator[NamespaceJanus]:
-    janus = NamespaceJanus(
+async def janus_running(workdir: Path) -> AsyncIterator[LocalJanus]:
+    janus = LocalJanus(  # its APIs on the namespace's address, where the guest reaches it
         workdir=workdir / "janus", http_port=JANUS_HTTP_PORT, ws_port=JANUS_WS_PORT,
-        admin_key="cvh-image-admin", rtp_port_range=(20000, 20199),
+        admin_key="cvh-image-admin", rtp_port_range=(20000, 20199), host=HOST_IP,
     )  # fmt: skip
     janus.start()  # from the main thread: Janus is tied to its lifetime
     try:
@@ -146,7 +125,7 @@ async def _check_stream(
     args: argparse.Namespace,
     guest: Guest,
     receiver: Client,
-    janus: NamespaceJanus,
+    janus: LocalJanus,
     http: aiohttp.ClientSession,
     result: dict[str, Any],
 ) -> None:
