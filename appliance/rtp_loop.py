@@ -159,10 +159,15 @@ class H264RtpLoop:
         )
 
     async def retransmit(self, sequences: Sequence[int], link: RtpLink) -> None:
-        """Send again the packets a NACK reports lost, those still in the history."""
+        """Send again the packets a NACK reports lost, those still in the history.
+
+        Runs inside aiortc's RTCP handling, so it never raises for a closing connection."""
         for sequence in sequences:
             slot = sequence % HISTORY_SIZE
             packet = self._history[slot]
             if packet is not None and self._history_seq[slot] == sequence:
-                await link.send_rtp(packet)
+                try:
+                    await link.send_rtp(packet)
+                except ConnectionError:
+                    return  # closing: nobody left to repair for
                 self.retransmitted += 1

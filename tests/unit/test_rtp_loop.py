@@ -146,3 +146,15 @@ async def test_cancelling_the_loop_ends_it() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 1.0)
+
+
+async def test_a_nack_on_a_closing_connection_is_ignored() -> None:
+    loop, link = await send([picture(500, 0, keyframe=True)])
+    first = parse(link.sent[0]).sequence_number
+
+    async def closed(packet: bytes) -> None:
+        raise ConnectionError("Cannot send encrypted RTP, not connected")
+
+    link.send_rtp = closed  # type: ignore[method-assign]
+    await loop.retransmit([first], link)  # no exception into aiortc's RTCP handling
+    assert loop.retransmitted == 0
