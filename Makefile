@@ -11,7 +11,7 @@ setup:
 web:  ## the browser pages' third-party assets (npm ci + copy into server/web/static/vendor)
 	scripts/build-web.sh
 
-demo: setup  ## Janus + slot server (+ appliance later), prints where to watch
+demo: setup  ## Janus, the slot server and an appliance on the test camera; prints where to watch
 	$(BIN)/cvh-camera demo
 
 server: setup  ## the slot server with config/server.yaml
