@@ -77,7 +77,10 @@ class KeyframeRequestsIgnored:
 
 
 class ThreadedReplay(PacedSource):
-    """A recording replayed by a thread that hands each picture to the event loop's queue."""
+    """A recording replayed by a thread that hands each picture to the event loop's queue.
+
+    Keyframe requests are not honoured (the file source does that); the queue still starts
+    every consumer at a keyframe, and an IDR comes every `keyframe_interval` pictures."""
 
     def __init__(self, path: Path, *, width: int, height: int, fps: int) -> None:
         super().__init__(name="threaded-file", width=width, height=height, fps=fps)
