@@ -103,3 +103,34 @@ class KeyframeRequest:
         with self._lock:
             pending, self._pending = self._pending, False
             return pending
+
+
+def check_geometry(width: int, height: int, fps: int) -> None:
+    if width <= 0 or height <= 0 or width % 2 or height % 2:
+        raise ValueError(f"width and height must be positive and even, got {width}x{height}")
+    if not 0 < fps <= 240:
+        raise ValueError(f"fps must be between 1 and 240, got {fps}")
+
+
+class SourceBase:
+    """What every source keeps: its name and geometry, its counters, the keyframe latch."""
+
+    def __init__(self, *, name: str, width: int, height: int, fps: int) -> None:
+        check_geometry(width, height, fps)
+        self.name = name
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self._counter = StatsCounter()
+        self._keyframe = KeyframeRequest()
+
+    def request_keyframe(self) -> None:
+        self._keyframe.set()
+
+    @property
+    def stats(self) -> SourceStats:
+        return self._counter.snapshot(dropped=self._dropped())
+
+    def _dropped(self) -> int:
+        """Units dropped because the consumer fell behind (a source without a queue: none)."""
+        return 0

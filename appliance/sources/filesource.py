@@ -29,22 +29,15 @@ from pathlib import Path
 import av
 
 from appliance.sources import h264
-from appliance.sources.base import (
-    AccessUnit,
-    KeyframeRequest,
-    SourceError,
-    SourceStats,
-    StatsCounter,
-)
+from appliance.sources.base import AccessUnit, SourceBase, SourceError
 from appliance.sources.pacing import Pacer
-from appliance.sources.threaded import check_geometry
 
 log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
 
 
-class FileSource:
+class FileSource(SourceBase):
     def __init__(
         self,
         path: Path,
@@ -55,16 +48,10 @@ class FileSource:
         clock: Callable[[], float] = time.monotonic,
         max_bytes: int = MAX_FILE_BYTES,
     ) -> None:
-        check_geometry(width, height, fps)
-        self.name = "file"
+        super().__init__(name="file", width=width, height=height, fps=fps)
         self.path = path
-        self.width = width
-        self.height = height
-        self.fps = fps
         self._clock = clock
         self._max_bytes = max_bytes
-        self._counter = StatsCounter()
-        self._keyframe = KeyframeRequest()
         self._pacer: Pacer | None = None  # set while running
         self._units: list[bytes] = []
         self._keyframes: list[int] = []  # indices of the keyframe units, ascending
@@ -100,17 +87,10 @@ class FileSource:
         self._counter.count_unit(keyframe=unit.keyframe, forced=forced)
         return unit
 
-    def request_keyframe(self) -> None:
-        self._keyframe.set()
-
     def set_bitrate(self, bits_per_second: int) -> None:
         level = logging.DEBUG if self._bitrate_logged else logging.INFO
         log.log(level, "source=file bitrate=%d ignored: a recording has its own", bits_per_second)
         self._bitrate_logged = True
-
-    @property
-    def stats(self) -> SourceStats:
-        return self._counter.snapshot(dropped=0)
 
     def _load(self) -> None:
         units = load_access_units(self.path, max_bytes=self._max_bytes)

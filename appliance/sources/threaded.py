@@ -14,13 +14,7 @@ import concurrent.futures
 import logging
 import threading
 
-from appliance.sources.base import (
-    AccessUnit,
-    KeyframeRequest,
-    SourceError,
-    SourceStats,
-    StatsCounter,
-)
+from appliance.sources.base import AccessUnit, SourceBase, SourceError
 from appliance.sources.unit_queue import UnitQueue
 from appliance.sources.worker import WorkerThread
 
@@ -33,25 +27,12 @@ def queue_size(fps: int) -> int:
     return max(4, round(fps * QUEUE_SECONDS))
 
 
-def check_geometry(width: int, height: int, fps: int) -> None:
-    if width <= 0 or height <= 0 or width % 2 or height % 2:
-        raise ValueError(f"width and height must be positive and even, got {width}x{height}")
-    if not 0 < fps <= 240:
-        raise ValueError(f"fps must be between 1 and 240, got {fps}")
-
-
-class ThreadedSource(abc.ABC):
+class ThreadedSource(SourceBase, abc.ABC):
     start_timeout = 30.0
     stop_timeout = 5.0
 
     def __init__(self, *, name: str, width: int, height: int, fps: int) -> None:
-        check_geometry(width, height, fps)
-        self.name = name
-        self.width = width
-        self.height = height
-        self.fps = fps
-        self._counter = StatsCounter()
-        self._keyframe = KeyframeRequest()
+        super().__init__(name=name, width=width, height=height, fps=fps)
         self._queue: UnitQueue | None = None
         self._worker: WorkerThread | None = None
 
@@ -94,13 +75,11 @@ class ThreadedSource(abc.ABC):
         return await self._queue.get()
 
     def request_keyframe(self) -> None:
-        self._keyframe.set()
+        super().request_keyframe()
         self._wake_thread()
 
-    @property
-    def stats(self) -> SourceStats:
-        dropped = self._queue.dropped if self._queue is not None else 0
-        return self._counter.snapshot(dropped=dropped)
+    def _dropped(self) -> int:
+        return self._queue.dropped if self._queue is not None else 0
 
     def _main(self, stop: threading.Event, ready: concurrent.futures.Future[None]) -> None:
         if ready.set_running_or_notify_cancel():
