@@ -1,10 +1,17 @@
 """Thousands of socket.io clients in one process, light enough to measure a server with.
 
 A client is one `asyncio.Protocol` on one TCP connection. It speaks just enough
-WebSocket (RFC 6455, no extensions), Engine.IO v4 and socket.io v5 to join the default
-namespace, answer the server's pings, note when each event arrives and (for the sender)
-emit an event with an acknowledgement. No task, no aiohttp session, no python-socketio
-client per connection, so the load generator's own work hardly shows in the figures.
+WebSocket (RFC 6455), Engine.IO v4 and socket.io v5 to join the default namespace, answer
+the server's pings, note when each event arrives and (for the sender) emit an event with an
+acknowledgement. No task, no aiohttp session, no python-socketio client per connection, so
+the load generator's own work hardly shows in the figures.
+
+It negotiates as Chromium does: the handshake offers `permessage-deflate;
+client_max_window_bits` (RFC 7692). When the server accepts, compressed messages (RSV1
+set) are inflated with one raw-deflate context per connection (a fresh one per message if
+the server said `server_no_context_takeover`); what the client sends stays uncompressed,
+which the extension allows. A server that compresses pays for it per receiver, as it would
+with browsers.
 
 Arrival times (events, acks) are `time.monotonic()` (CLOCK_MONOTONIC, the same clock in
 every process) taken when the bytes reach the protocol, before they are decoded. A
@@ -21,15 +28,25 @@ import hashlib
 import json
 import os
 import time
+import zlib
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+RSV1 = 0x40  # set on the first frame of a compressed message (RFC 7692 §6)
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"  # what Chromium sends
+DEFLATE_TAIL = b"\x00\x00\xff\xff"  # the empty block the sender stripped (RFC 7692 §7.2.1)
 
 
 class ClientError(Exception):
     """A client could not connect, or the server broke the protocol."""
+
+
+class EventSink(Protocol):
+    """Told of every socket.io event a receiver gets (`data`: the first argument or None)."""
+
+    def record(self, receiver: int, event: str, data: Any, at: float) -> None: ...
 
 
 class Arrivals:
@@ -47,7 +64,7 @@ class Arrivals:
         self._times = {}
         self._complete.clear()
 
-    def record(self, receiver: int, event: str, at: float) -> None:
+    def record(self, receiver: int, event: str, data: Any, at: float) -> None:
         if event != self._event or receiver in self._times:
             return
         self._times[receiver] = at
@@ -65,6 +82,38 @@ class Arrivals:
                 f"{self._event}: {got} of {self._expected} receivers after {timeout:.0f} s"
             ) from None
         return sorted(self._times.values())
+
+
+class Inflater:
+    """Decompresses the messages of one connection (permessage-deflate, RFC 7692)."""
+
+    def __init__(self, no_context_takeover: bool) -> None:
+        self.no_context_takeover = no_context_takeover
+        self._context = zlib.decompressobj(-zlib.MAX_WBITS)
+
+    def inflate(self, message: bytes) -> bytes:
+        if self.no_context_takeover:  # the server starts each message with an empty window
+            self._context = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            return self._context.decompress(message + DEFLATE_TAIL)
+        except zlib.error as error:
+            raise ClientError(f"cannot inflate a message: {error}") from None
+
+
+def accepted_deflate(answer: str) -> Inflater | None:
+    """An inflater if the server's `Sec-WebSocket-Extensions` accepts permessage-deflate.
+
+    Raises ClientError for an extension we did not offer (RFC 6455 §9.1).
+    """
+    inflater = None
+    for extension in filter(None, (part.strip() for part in answer.split(","))):
+        name, *params = (word.strip().lower() for word in extension.split(";"))
+        if name != "permessage-deflate" or inflater is not None:
+            raise ClientError(f"server answered an extension not offered: {extension!r}")
+        names = {param.split("=", 1)[0].strip() for param in params}
+        # server_max_window_bits only shrinks the window: a 15-bit inflater reads any.
+        inflater = Inflater(no_context_takeover="server_no_context_takeover" in names)
+    return inflater
 
 
 def _masked_frame(opcode: int, payload: bytes) -> bytes:
@@ -88,7 +137,7 @@ class LightClient(asyncio.Protocol):
     Events it gets are reported to `arrivals` (None: not counted, e.g. the sender's).
     """
 
-    def __init__(self, index: int, host: str, path: str, arrivals: Arrivals | None) -> None:
+    def __init__(self, index: int, host: str, path: str, arrivals: EventSink | None) -> None:
         self.index = index
         self._host = host
         self._path = path.rstrip("/") + "/?EIO=4&transport=websocket"
@@ -98,7 +147,9 @@ class LightClient(asyncio.Protocol):
         self._buffer = bytearray()
         self._fragments: list[bytes] = []
         self._message_opcode = OP_TEXT
+        self._message_compressed = False
         self._upgraded = False
+        self.inflater: Inflater | None = None  # set when the server accepts permessage-deflate
         self._loop = asyncio.get_running_loop()
         self._acks: dict[int, asyncio.Future[tuple[Any, float]]] = {}
         self._next_ack = 0
@@ -111,7 +162,7 @@ class LightClient(asyncio.Protocol):
         request = (
             f"GET {self._path} HTTP/1.1\r\nHost: {self._host}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {self._key.decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
+            f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n\r\n"
         )
         self._transport.write(request.encode())
 
@@ -144,6 +195,7 @@ class LightClient(asyncio.Protocol):
         accept = base64.b64encode(hashlib.sha1(self._key + WS_GUID).digest()).decode().lower()
         if headers.get("sec-websocket-accept") != accept:
             raise ClientError(f"client {self.index}: bad Sec-WebSocket-Accept")
+        self.inflater = accepted_deflate(headers.get("sec-websocket-extensions", ""))
         self._upgraded = True
         return True
 
@@ -165,15 +217,25 @@ class LightClient(asyncio.Protocol):
             payload = bytes(buffer[start : start + size])
             del buffer[: start + size]
             opcode, final = first & 0x0F, bool(first & 0x80)
+            if first & 0x30 or (opcode >= OP_CLOSE and first & RSV1):
+                raise ClientError(f"client {self.index}: reserved bits set in a frame")
             if opcode >= OP_CLOSE:
                 yield opcode, payload
                 continue
             self._fragments.append(payload)
             if opcode != OP_CONTINUATION:
                 self._message_opcode = opcode
+                self._message_compressed = bool(first & RSV1)
             if final:
                 message, self._fragments = b"".join(self._fragments), []
-                yield self._message_opcode, message
+                yield self._message_opcode, self._decompressed(message)
+
+    def _decompressed(self, message: bytes) -> bytes:
+        if not self._message_compressed:
+            return message
+        if self.inflater is None:
+            raise ClientError(f"client {self.index}: compressed message without permessage-deflate")
+        return self.inflater.inflate(message)
 
     def _on_frame(self, opcode: int, payload: bytes, at: float) -> None:
         if opcode == OP_TEXT:
@@ -206,7 +268,8 @@ class LightClient(asyncio.Protocol):
         kind, rest = body[:1], body[1:]
         if kind == "2":  # EVENT, default namespace, no ack id: `["name", data…]`
             if self._arrivals is not None:
-                self._arrivals.record(self.index, json.loads(rest)[0], at)
+                name, *args = json.loads(rest)
+                self._arrivals.record(self.index, name, args[0] if args else None, at)
         elif kind == "3":  # ACK: `<id>[data…]`
             number, _, data = rest.partition("[")
             waiter = self._acks.pop(int(number), None)
@@ -248,7 +311,7 @@ class LightClient(asyncio.Protocol):
 
 
 async def connect_client(
-    host: str, port: int, path: str, index: int, arrivals: Arrivals | None
+    host: str, port: int, path: str, index: int, arrivals: EventSink | None
 ) -> LightClient:
     """Open one connection; returns once it has joined the default namespace."""
     loop = asyncio.get_running_loop()
@@ -267,7 +330,7 @@ async def connect_client(
 class ReceiverPool:
     """`count` receivers of one server; `close()` drops them all."""
 
-    def __init__(self, host: str, port: int, path: str, arrivals: Arrivals) -> None:
+    def __init__(self, host: str, port: int, path: str, arrivals: EventSink) -> None:
         self._host, self._port, self._path = host, port, path
         self._arrivals = arrivals
         self.receivers: list[LightClient] = []
@@ -294,6 +357,16 @@ class ReceiverPool:
             raise ClientError(message) from None
         except ExceptionGroup as failed:
             raise ClientError(f"cannot connect a receiver: {failed.exceptions[0]}") from None
+
+    def deflate(self) -> str:
+        """How the server answered the receivers' permessage-deflate offer."""
+        inflaters = [r.inflater for r in self.receivers]
+        accepted = [i for i in inflaters if i is not None]
+        if not accepted:
+            return "declined"
+        takeover = "no context takeover" if accepted[0].no_context_takeover else "context takeover"
+        share = "" if len(accepted) == len(inflaters) else f" ({len(accepted)}/{len(inflaters)})"
+        return f"accepted, {takeover}{share}"
 
     def close(self) -> None:
         for receiver in self.receivers:
