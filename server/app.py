@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import IO, Any
 
-import socketio
 from aiohttp import web
 
 from server.config import ServerConfig
 from server.controller import ControllerInput, handle_line
+from server.engine import SlotSocketServer
 from server.janus_room import JanusRoom
 from server.notify import NoNotify, NotifyFile
+from server.origins import OriginPolicy
 from server.outbox import SocketOutbox
 from server.pages import add_pages
 from server.service import SlotService
@@ -33,13 +34,17 @@ log = logging.getLogger(__name__)
 CONFIG = web.AppKey("config", ServerConfig)
 SERVICE = web.AppKey("service", SlotService)
 ROOM = web.AppKey("room", JanusRoom)
-SIO = web.AppKey("sio", socketio.AsyncServer)
+SIO = web.AppKey("sio", SlotSocketServer)
 OUTBOX = web.AppKey("outbox", SocketOutbox)
 
 # How long shutdown waits for connections to close after `remove_all_feeds` went out. Browsers
 # close at once when told; a client that does not must not hold the Janus room hostage.
 SHUTDOWN_GRACE = 2.0
-STOP_TIMEOUT = 5.0  # for each background task to end once cancelled
+CLOSE_WAIT = 1.0  # of that, for websocket clients to close by themselves before they are cut
+STOP_TIMEOUT = 1.0  # for each background task to end once cancelled
+# The largest socket.io message accepted (bytes): big enough that even an absurd token is
+# answered (refused) rather than cutting the connection.
+MAX_MESSAGE = 2 << 20
 
 
 def create_app(
@@ -49,13 +54,15 @@ def create_app(
 ) -> web.Application:
     """Build the app. `controller_stream` defaults to stdin when `config.read_stdin`."""
     app = web.Application()
-    origins: Any = "*" if "*" in config.cors_allowed_origins else list(config.cors_allowed_origins)
-    sio = socketio.AsyncServer(
+    sio = SlotSocketServer(
         async_mode="aiohttp",
-        cors_allowed_origins=origins,
+        cors_allowed_origins=OriginPolicy(config.cors_allowed_origins),
+        cors_credentials=False,  # the pages send no cookies; nobody else's page may borrow ours
         async_handlers=False,  # one client's events are handled in the order it sent them
         ping_interval=10,  # a sender that vanished (power cut) frees its slot within ~20 s
         ping_timeout=10,
+        max_http_buffer_size=MAX_MESSAGE,
+        websocket_compression=config.websocket_compression,
         logger=False,
         engineio_logger=False,
     )
@@ -88,7 +95,7 @@ def create_app(
     return app
 
 
-def _attach(sio: socketio.AsyncServer, app: web.Application, path: str) -> None:
+def _attach(sio: SlotSocketServer, app: web.Application, path: str) -> None:
     """Serve socket.io at `path`, with and without the trailing slash clients differ on."""
     sio.attach(app, socketio_path=path)
     bare = "/" + path.strip("/")
@@ -134,10 +141,8 @@ async def _say_goodbye(app: web.Application) -> None:
     themselves to the next server, as they did when the original server exited.
     """
     app[SERVICE].shutting_down()
-    await app[OUTBOX].drain()
-    engineio_server = app[SIO].eio
-    if engineio_server.sockets:
-        await engineio_server.disconnect()
+    await app[OUTBOX].drain(CLOSE_WAIT)
+    await app[SIO].eio.close_all(CLOSE_WAIT)
 
 
 async def _health(request: web.Request) -> web.Response:

@@ -4,7 +4,8 @@ File layout (every section and every key is optional; the defaults live in the
 dataclasses below and nowhere else; ``config/server.yaml`` lists them all)::
 
     listen:     {host, port}
-    socketio:   {path, cors_allowed_origins}
+    socketio:   {path, cors_allowed_origins, compression}
+    senders:    {failed_attempts, attempt_window, publisher_grace}
     slots:      {count, preactivated: [{slot, token | token_file | token_env, annotation}]}
     controller: {stdin, notify_path}
     janus:      {url, room, secret, pin, admin_key, bitrate, browser_url}
@@ -44,6 +45,7 @@ from wire.yamlconfig import (
 
 __all__ = [
     "BITRATE_RANGE",
+    "DOCUMENTED_SECRET",
     "LOG_LEVELS",
     "PORT_RANGE",
     "ROOM_RANGE",
@@ -62,6 +64,10 @@ PORT_RANGE: Final = (1, 65535)
 SLOT_COUNT_RANGE: Final = (1, 64)
 ROOM_RANGE: Final = (1, 2**53 - 1)  # Janus room ids travel as JSON numbers
 BITRATE_RANGE: Final = (0, 2**32 - 1)  # Janus keeps the bitrate as uint32
+ATTEMPTS_RANGE: Final = (1, 1000)
+SECONDS_RANGE: Final = (1, 3600)
+# The room secret the original documented: anyone who read its README knows it.
+DOCUMENTED_SECRET: Final = "default"
 
 _TOKEN_SOURCES: Final = ("token", "token_file", "token_env")
 _SECRET_KEYS: Final = frozenset({"token", "secret", "pin", "admin_key"})
@@ -82,7 +88,7 @@ class JanusSettings:
 
     url: str = "http://127.0.0.1:8088/janus"  # Janus HTTP API base the server talks to
     room: int = 1000
-    secret: str = "default"  # room secret (needed for destroy/edit/kick)
+    secret: str = ""  # room secret (destroy/edit/kick); "" = a random one per start
     pin: str = ""  # room pin ("" = none)
     admin_key: str = ""  # VideoRoom admin_key, "" = none
     bitrate: int = 128000  # room default bitrate, bit/s
@@ -96,7 +102,12 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 5000
     socketio_path: str = "/socket.io"
-    cors_allowed_origins: tuple[str, ...] = ("*",)
+    # Browser origins allowed besides the server's own; ("*",) = any origin.
+    cors_allowed_origins: tuple[str, ...] = ()
+    websocket_compression: bool = False  # permessage-deflate for clients that offer it
+    failed_attempts: int = 5  # failed sender_init per client address and window ...
+    attempt_window: int = 10  # ... seconds, before further attempts are refused
+    publisher_grace: int = 10  # seconds a Janus publisher may stay unclaimed by a sender
     slots: int = 4
     preactivated: tuple[PreactivatedSlot, ...] = ()
     notify_path: str = ""  # "" = no notify file
@@ -133,10 +144,14 @@ def describe(config: ServerConfig) -> str:
     preactivated = ",".join(f"{p.slot}:{mask(p.token)}" for p in config.preactivated)
     return (
         f"listen={host}:{config.port} socketio_path={config.socketio_path} "
-        f"cors={','.join(config.cors_allowed_origins) or 'none'} slots={config.slots} "
+        f"cors={','.join(config.cors_allowed_origins) or 'own-origin'} "
+        f"compression={'on' if config.websocket_compression else 'off'} "
+        f"attempts={config.failed_attempts}/{config.attempt_window}s "
+        f"publisher_grace={config.publisher_grace}s slots={config.slots} "
         f"preactivated={preactivated or 'none'} stdin={'on' if config.read_stdin else 'off'} "
         f"notify={config.notify_path or 'none'} janus={janus.url} room={janus.room} "
-        f"secret={mask(janus.secret)} pin={mask(janus.pin)} admin_key={mask(janus.admin_key)} "
+        f"secret={mask(janus.secret) if janus.secret else 'random'} pin={mask(janus.pin)} "
+        f"admin_key={mask(janus.admin_key)} "
         f"bitrate={janus.bitrate} browser_url={janus.browser_url or 'auto'} "
         f"log={config.log_level}"
     )
@@ -158,6 +173,16 @@ def _origins(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _room_secret(value: object) -> str:
+    secret = STRING(value)
+    if secret == DOCUMENTED_SECRET:
+        raise Invalid(
+            "the original's documented default is refused (anyone can read it); "
+            'leave it out or set it to "" for a random secret per start'
+        )
+    return secret
+
+
 def _annotation(value: object) -> str | None:
     if value is not None and not isinstance(value, str):
         raise wrong_type("a string (HTML) or null", value)
@@ -170,12 +195,16 @@ _FIELDS: Final = (
     Field("listen.port", "port", integer(*PORT_RANGE)),
     Field("socketio.path", "socketio_path", URL_PATH),
     Field("socketio.cors_allowed_origins", "cors_allowed_origins", _origins),
+    Field("socketio.compression", "websocket_compression", boolean),
+    Field("senders.failed_attempts", "failed_attempts", integer(*ATTEMPTS_RANGE)),
+    Field("senders.attempt_window", "attempt_window", integer(*SECONDS_RANGE)),
+    Field("senders.publisher_grace", "publisher_grace", integer(*SECONDS_RANGE)),
     Field("slots.count", "slots", integer(*SLOT_COUNT_RANGE)),
     Field("controller.stdin", "read_stdin", boolean),
     Field("controller.notify_path", "notify_path", STRING),
     Field("janus.url", "url", HTTP_URL),
     Field("janus.room", "room", integer(*ROOM_RANGE, shown="1..2^53-1")),
-    Field("janus.secret", "secret", STRING),
+    Field("janus.secret", "secret", _room_secret),
     Field("janus.pin", "pin", STRING),
     Field("janus.admin_key", "admin_key", STRING),
     Field("janus.bitrate", "bitrate", integer(*BITRATE_RANGE)),

@@ -9,8 +9,10 @@ Bitrate and pin changes are queued and sent by a worker task the room also owns.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +68,8 @@ class JanusRoom:
         backoff: Backoff | None = None,
         request_timeout: float = 10.0,
     ) -> None:
+        if not settings.secret:  # nobody but this process needs to know it
+            settings = dataclasses.replace(settings, secret=secrets.token_urlsafe(24))
         self._settings = settings
         self._publishers = publishers
         self._on_lost = on_lost

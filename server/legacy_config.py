@@ -7,22 +7,29 @@ out of range is reported as a warning, and the default is used instead.
 
 Keys, in the original's spelling, and where they land in ``ServerConfig``:
 
-===================  =================  =============================
-key                  JSON type          ServerConfig
-===================  =================  =============================
-``port``             number             ``port``
-``cameraSlots``      number             ``slots``
-``notifyPath``       string             ``notify_path`` (relative to the file's folder)
-``janusURL``         string             ``janus.url``
-``janusRoom``        number             ``janus.room``
-``janusRoomSecret``  string             ``janus.secret``
-``janusRoomPin``     string             ``janus.pin``
-``janusBitrate``     number             ``janus.bitrate``
-``janusAdminKey``    string             ``janus.admin_key``
-===================  =================  =============================
+======================  ===========  ============================================
+key                     JSON type    ServerConfig
+======================  ===========  ============================================
+``port``                number       ``port``
+``cameraSlots``         number       ``slots``
+``notifyPath``          string       ``notify_path`` (relative to the file's folder)
+``janusURL``            string       ``janus.url``
+``janusRoom``           number       ``janus.room``
+``janusRoomSecret``     string       ``janus.secret``
+``janusRoomPin``        string       ``janus.pin``
+``janusBitrate``        number       ``janus.bitrate``
+``janusAdminKey``       string       ``janus.admin_key``
+``corsAllowedOrigins``  string       ``cors_allowed_origins`` (ours, not the original's:
+                                     ``*``, or origins separated by commas)
+======================  ===========  ============================================
 
-Everything else keeps the ``ServerConfig`` default (stdin on, no preactivated slots),
-except ``janus.url``, whose legacy default is ``http://localhost:8088/janus``.
+Everything else keeps the ``ServerConfig`` default (stdin on, no preactivated slots,
+browsers of the server's own origin only), except ``janus.url``, whose legacy default is
+``http://localhost:8088/janus``. Two departures from the original: ``janusRoomSecret``
+``default`` (the original's documented default, so known to anyone) is refused with a
+warning, and an absent or refused secret becomes a random one per start; and the original
+let browser pages of any origin connect over websocket, which only
+``corsAllowedOrigins: "*"`` restores.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from typing import Any, Final
 
 from server.config import (
     BITRATE_RANGE,
+    DOCUMENTED_SECRET,
     PORT_RANGE,
     ROOM_RANGE,
     SLOT_COUNT_RANGE,
@@ -75,6 +83,7 @@ _KEYS: Final = (
     _Key("janusRoomPin", True, "pin"),
     _Key("janusBitrate", True, "bitrate", BITRATE_RANGE),
     _Key("janusAdminKey", True, "admin_key"),
+    _Key("corsAllowedOrigins", False, "cors_allowed_origins"),
 )
 _KEY_NAMES: Final = tuple(key.name for key in _KEYS)
 
@@ -173,6 +182,11 @@ def _json_type(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _origins(text: str) -> tuple[str, ...]:
+    """``*`` or origins separated by commas or spaces; "" = the server's own only."""
+    return tuple(part for part in re.split(r"[,\s]+", text.strip()) if part)
+
+
 def _build(values: Mapping[str, int | str], config_path: str, warnings: list[str]) -> ServerConfig:
     server: dict[str, Any] = {}
     janus: dict[str, Any] = {"url": LEGACY_JANUS_URL}
@@ -187,6 +201,14 @@ def _build(values: Mapping[str, int | str], config_path: str, warnings: list[str
             )
             continue
         (janus if key.janus else server)[key.attr] = value
+    if janus.get("secret") == DOCUMENTED_SECRET:
+        warnings.append(
+            "janusRoomSecret 'default' is the original's documented default and known to "
+            "anyone; using a random secret instead"
+        )
+        del janus["secret"]
+    if "cors_allowed_origins" in server:
+        server["cors_allowed_origins"] = _origins(str(server["cors_allowed_origins"]))
     notify = server.get("notify_path")
     if notify and config_path and not os.path.isabs(notify):
         folder = os.path.dirname(os.path.abspath(config_path))

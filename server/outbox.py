@@ -4,10 +4,11 @@ The service queues messages synchronously while it changes state; one task sends
 that order. Sending never blocks the service, and a receiver never sees `remove_feed`
 overtake the `new_feed` it belongs to.
 
-A broadcast is encoded once and handed to each client's Engine.IO socket in turn, which
-only appends it to that socket's send queue. (`AsyncServer.emit` does the same through one
-asyncio task per recipient: at thousands of receivers those tasks cost more than the
-sending, and what they allocate brings on more of the long full garbage collections.)
+A broadcast is encoded once, as one websocket frame, and written to each receiver's
+connection in turn (`server.engine.EngineServer.broadcast`); long-polling clients get it
+in their queue. (`AsyncServer.emit` encodes per recipient and runs one asyncio task for
+each: at thousands of receivers those tasks cost more than the sending, and what they
+allocate brings on more of the long full garbage collections.)
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import socketio
-from engineio import packet as eio_packet
-from engineio.exceptions import SocketIsClosedError
 from socketio import packet as sio_packet
+
+from server.engine import SlotSocketServer
 
 log = logging.getLogger(__name__)
 
 
 class SocketOutbox:
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    def __init__(self, sio: SlotSocketServer) -> None:
         self._sio = sio
         self._queue: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
 
@@ -47,16 +47,8 @@ class SocketOutbox:
         if not isinstance(text, str):  # binary attachments: never in our JSON payloads
             await self._sio.emit(event, data)
             return
-        message = eio_packet.Packet(eio_packet.MESSAGE, text)
-        engineio_server = self._sio.eio
         recipients = [eio_sid for _, eio_sid in self._sio.manager.get_participants("/", None)]
-        for eio_sid in recipients:
-            try:  # one recipient's trouble never keeps the message from the others
-                await engineio_server.send_packet(eio_sid, message)
-            except SocketIsClosedError:
-                pass  # closing right now: its disconnect is on the way
-            except Exception:
-                log.exception("socket.io broadcast failed event=%s eio_sid=%s", event, eio_sid)
+        self._sio.eio.broadcast(recipients, text)
 
     async def run(self) -> None:
         """Send queued messages until cancelled."""

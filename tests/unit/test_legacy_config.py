@@ -29,13 +29,31 @@ def test_defaults_are_the_original_ones() -> None:
     assert config.janus == JanusSettings(
         url="http://localhost:8088/janus",
         room=1000,
-        secret="default",
+        secret="",  # a random one per start: the original's "default" is known to anyone
         pin="",
         admin_key="",
         bitrate=128000,
     )
     assert config.read_stdin and config.host == "0.0.0.0" and config.preactivated == ()
-    assert (config.socketio_path, config.cors_allowed_origins) == ("/socket.io", ("*",))
+    assert (config.socketio_path, config.cors_allowed_origins) == ("/socket.io", ())
+
+
+def test_the_documented_secret_is_refused_for_a_random_one(tmp_path: Path) -> None:
+    config, warnings = load_legacy_config(write(tmp_path, {"janusRoomSecret": "default"}), {})
+    assert config.janus.secret == ""
+    assert warnings == [
+        "janusRoomSecret 'default' is the original's documented default and known to "
+        "anyone; using a random secret instead"
+    ]
+
+
+def test_cors_origins_only_where_a_key_says_so(tmp_path: Path) -> None:
+    env = {"CVH_CAMERA_CONFIG_corsAllowedOrigins": "https://a.example, https://b.example"}
+    config, warnings = load_legacy_config("", env)
+    assert warnings == []
+    assert config.cors_allowed_origins == ("https://a.example", "https://b.example")
+    config, _ = load_legacy_config(write(tmp_path, {"corsAllowedOrigins": "*"}), {})
+    assert config.cors_allowed_origins == ("*",)
 
 
 def test_missing_file_warns_and_uses_defaults(tmp_path: Path) -> None:

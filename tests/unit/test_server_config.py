@@ -56,7 +56,8 @@ def test_shipped_file_lists_every_key() -> None:
     layout = {section: sorted(keys) for section, keys in data.items()}
     assert layout == {
         "listen": ["host", "port"],
-        "socketio": ["cors_allowed_origins", "path"],
+        "socketio": ["compression", "cors_allowed_origins", "path"],
+        "senders": ["attempt_window", "failed_attempts", "publisher_grace"],
         "slots": ["count", "preactivated"],
         "controller": ["notify_path", "stdin"],
         "janus": ["admin_key", "bitrate", "browser_url", "pin", "room", "secret", "url"],
@@ -105,7 +106,7 @@ P0 = "slots.preactivated[0]"
 SHAPE = "{slot, token | token_file | token_env, annotation}"
 ONE_OF = "expected exactly one of token, token_file, token_env; got"
 LEVELS = "expected one of debug, info, warning, error"
-SECTIONS = "listen, socketio, slots, controller, janus, log"
+SECTIONS = "listen, socketio, senders, slots, controller, janus, log"
 
 
 def pre(*entries: str) -> str:
@@ -275,8 +276,8 @@ def test_all_problems_are_reported_at_once(in_tmp: Path) -> None:
         "listen: {port: 0}\njanus: {room: abc, bitrat: 5}\nlog: {level: loud}\nextra: 1\n"
     )
     assert lines == [
-        "server.yaml: extra: unknown key; expected one of: listen, socketio, slots, controller,"
-        " janus, log",
+        "server.yaml: extra: unknown key; expected one of: listen, socketio, senders, slots,"
+        " controller, janus, log",
         "server.yaml: janus.bitrat: unknown key, did you mean 'bitrate'?",
         "server.yaml: listen.port = 0: expected an integer 1..65535",
         "server.yaml: janus.room = 'abc': expected an integer 1..2^53-1, got string",
@@ -371,8 +372,9 @@ def test_describe_masks_every_secret() -> None:
 
 def test_describe_defaults() -> None:
     assert describe(ServerConfig()) == (
-        "listen=0.0.0.0:5000 socketio_path=/socket.io cors=* slots=4 preactivated=none "
-        "stdin=on notify=none janus=http://127.0.0.1:8088/janus room=1000 secret=*** "
+        "listen=0.0.0.0:5000 socketio_path=/socket.io cors=own-origin compression=off "
+        "attempts=5/10s publisher_grace=10s slots=4 preactivated=none "
+        "stdin=on notify=none janus=http://127.0.0.1:8088/janus room=1000 secret=random "
         "pin='' admin_key='' bitrate=128000 browser_url=auto log=info"
     )
     assert describe(ServerConfig(host="::")).startswith("listen=[::]:5000 ")
@@ -462,3 +464,24 @@ def test_mask_never_shows_most_of_a_secret(secret: str) -> None:
     assert len(shown) <= max(3, (len(secret) - 1) // 2)
     if len(secret) > 8:
         assert secret not in mask(secret)
+
+
+def test_the_documented_default_secret_is_refused(in_tmp: Path) -> None:
+    assert problems_of("janus: {secret: default}\n") == [
+        "server.yaml: janus.secret = ***: the original's documented default is refused "
+        '(anyone can read it); leave it out or set it to "" for a random secret per start'
+    ]
+
+
+def test_sender_limits_and_compression(in_tmp: Path) -> None:
+    Path("server.yaml").write_text(
+        "socketio: {compression: true, cors_allowed_origins: '*'}\n"
+        "senders: {failed_attempts: 3, attempt_window: 60, publisher_grace: 5}\n"
+    )
+    config = load_server_config(Path("server.yaml"), {})
+    assert config.websocket_compression and config.cors_allowed_origins == ("*",)
+    assert (config.failed_attempts, config.attempt_window, config.publisher_grace) == (3, 60, 5)
+    assert problems_of("senders: {failed_attempts: 0, publisher_grace: yes}\n") == [
+        "server.yaml: senders.failed_attempts = 0: expected an integer 1..1000",
+        "server.yaml: senders.publisher_grace = true: expected an integer 1..3600, got boolean",
+    ]

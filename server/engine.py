@@ -1,0 +1,282 @@
+"""socket.io's Engine.IO layer, tuned for thousands of receivers and for shutdowns that cannot hang.
+
+python-engineio's aiohttp driver gives every websocket client a send queue and a writer
+task that wakes for each message, and accepts aiohttp's default `compress=True`, so every
+browser (they all offer permessage-deflate) gets a zlib compressor of ~125 KB and every
+broadcast is compressed once per receiver. Here, instead:
+
+- `WebSocketLink` is the websocket driver engineio calls for each client. Without
+  compression (the default) it has no writer task: once the websocket is up, the client's
+  queue (`SocketQueue`) writes each packet straight into the TCP transport as it is put, so
+  a broadcast writes one pre-encoded frame per receiver (`EngineServer.broadcast`), in the
+  same order as everything else sent to that client. With compression on (a client offered
+  it and `socketio.compression` allows it) a writer task sends through aiohttp, which
+  compresses; per-client order holds there too, since every packet goes through the queue.
+- A client that does not read (cut network) is dropped once `MAX_BUFFERED` bytes wait for it.
+- `EngineServer.disconnect` never waits for a client to fetch its CLOSE packet: engineio's
+  own waits forever for an abandoned polling session, which hung shutdown and left
+  polling requests with a bad packet or an oversized body unanswered.
+
+It relies on engineio's socket attributes (`connected`, `upgrading`, `upgraded`, `queue`,
+`receive`, `close`) and on its driver table (`_async["websocket"]`); tests/unit/test_engine.py
+fails loudly if engineio changes them (pyproject.toml caps its version).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+import engineio
+import socketio
+from aiohttp import WSMsgType, web
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFERED = 1 << 20  # bytes waiting for one client before it counts as gone
+CLOSE_TIMEOUT = 1.0  # seconds to wait for a client's websocket close frame
+_OP_TEXT, _OP_BINARY = 0x1, 0x2
+_PROBE, _PROBE_ANSWER, _UPGRADE = "2probe", "3probe", "5"
+
+
+def websocket_frame(payload: bytes, opcode: int = _OP_TEXT) -> bytes:
+    """One unmasked, final websocket frame (RFC 6455 §5.2), as a server sends it."""
+    first = 0x80 | opcode
+    size = len(payload)
+    if size < 126:
+        return struct.pack("!BB", first, size) + payload
+    if size < 1 << 16:
+        return struct.pack("!BBH", first, 126, size) + payload
+    return struct.pack("!BBQ", first, 127, size) + payload
+
+
+def packet_frame(pkt: eio_packet.Packet) -> bytes:
+    encoded = pkt.encode()
+    if isinstance(encoded, bytes):
+        return websocket_frame(encoded, _OP_BINARY)
+    return websocket_frame(encoded.encode())
+
+
+class SocketQueue(asyncio.Queue[Any]):
+    """An Engine.IO socket's send queue; with a `sink`, a put is written at once."""
+
+    sink: WebSocketLink | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        sink = self.sink
+        if sink is None:
+            super().put_nowait(item)
+        elif item is not None:  # None only ever wakes engineio's writer, which we replace
+            sink.write_frame(packet_frame(item))
+
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
+
+    def write_through(self, sink: WebSocketLink) -> None:
+        """From now on write through `sink`; what is queued already goes first, in order."""
+        while not self.empty():
+            item = self.get_nowait()
+            self.task_done()
+            if item is not None:
+                sink.write_frame(packet_frame(item))
+        self.sink = sink
+
+
+class WebSocketLink:
+    """One client's websocket: the upgrade, the reads, and writes without a task of their own.
+
+    engineio constructs it as `driver(socket._websocket_handler, server)` and awaits it
+    with the request's environ; the bound handler tells which socket it is for.
+    """
+
+    def __init__(
+        self,
+        handler: Any,
+        server: EngineServer,
+        *,
+        compress: bool,
+        links: set[WebSocketLink],
+    ) -> None:
+        self._socket = handler.__self__
+        self._server = server
+        self._compress = compress
+        self._links = links
+        self._ws: web.WebSocketResponse | None = None
+        self._transport: asyncio.Transport | None = None
+        self.closed = asyncio.Event()
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request: web.Request = environ["aiohttp.request"]
+        ws = web.WebSocketResponse(
+            max_msg_size=self._server.max_http_buffer_size,
+            compress=self._compress,
+            timeout=CLOSE_TIMEOUT,
+        )
+        await ws.prepare(request)
+        self._ws, self._transport = ws, request.transport
+        self._links.add(self)
+        try:
+            await self._serve(ws)
+        finally:
+            self._links.discard(self)
+            self.closed.set()
+        return ws
+
+    def write_frame(self, frame: bytes) -> None:
+        """Write one websocket frame now; drop the client if too much waits for it."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > MAX_BUFFERED:
+            log.warning("socket.io client not reading: dropped eio_sid=%s", self._socket.sid)
+            transport.abort()
+            return
+        transport.write(frame)
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def _serve(self, ws: web.WebSocketResponse) -> None:
+        socket = self._socket
+        if socket.connected:
+            if not await self._upgrade(ws):
+                return
+        else:
+            socket.connected = socket.upgraded = True
+        writer = None
+        if ws.compress:
+            writer = asyncio.create_task(self._write_queued(ws), name="socket.io writer")
+        else:
+            socket.queue.write_through(self)
+        try:
+            await self._read(ws)
+        finally:
+            socket.queue.sink = None
+            if writer is not None:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+            await socket.close(wait=False, abort=True, reason=self._server.reason.TRANSPORT_CLOSE)
+            await ws.close()
+
+    async def _upgrade(self, ws: web.WebSocketResponse) -> bool:
+        """Engine.IO's upgrade from long polling: probe, answer, end the poll, UPGRADE."""
+        socket = self._socket
+        socket.upgrading = True  # sends wait in the queue meanwhile
+        try:
+            if await self._receive(ws) != _PROBE:
+                return False
+            await ws.send_str(_PROBE_ANSWER)
+            socket.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # the poll returns
+            if await self._receive(ws) != _UPGRADE:
+                return False
+            socket.upgraded = True
+            return True
+        finally:
+            socket.upgrading = False
+
+    async def _receive(self, ws: web.WebSocketResponse) -> str | bytes | None:
+        """The next message, or None when the client closed, broke or went quiet."""
+        server = self._server
+        try:
+            async with asyncio.timeout(server.ping_interval + server.ping_timeout):
+                message = await ws.receive()
+        except TimeoutError:
+            return None
+        if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return None
+        data: str | bytes = message.data
+        return data
+
+    async def _read(self, ws: web.WebSocketResponse) -> None:
+        socket = self._socket
+        while (data := await self._receive(ws)) is not None:
+            try:
+                await socket.receive(eio_packet.Packet(encoded_packet=data))
+            except eio_exceptions.SocketIsClosedError:
+                return
+            except eio_exceptions.UnknownPacketError:
+                log.info("socket.io client sent an unknown packet eio_sid=%s", socket.sid)
+            except Exception as error:  # a malformed packet: keep the connection
+                log.info("socket.io packet refused eio_sid=%s error=%r", socket.sid, error)
+
+    async def _write_queued(self, ws: web.WebSocketResponse) -> None:
+        """With compression: aiohttp compresses, so sends go through it one by one."""
+        queue = self._socket.queue
+        while True:
+            pkt = await queue.get()
+            queue.task_done()
+            if pkt is None:
+                continue
+            encoded = pkt.encode()
+            if isinstance(encoded, bytes):
+                await ws.send_bytes(encoded)
+            else:
+                await ws.send_str(encoded)
+
+
+class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    """engineio's server with our websocket driver, direct broadcasts and non-blocking closes."""
+
+    def __init__(self, *args: Any, websocket_compression: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._links: set[WebSocketLink] = set()
+        driver = functools.partial(WebSocketLink, compress=websocket_compression, links=self._links)
+        table: dict[str, Any] = dict(self._async)  # type: ignore[has-type]  # engineio shares it
+        table["websocket"] = driver
+        self._async = table
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> SocketQueue:
+        return SocketQueue(*args, **kwargs)
+
+    def broadcast(self, eio_sids: Iterable[str], text: str) -> None:
+        """Send one Engine.IO MESSAGE to each of `eio_sids`, encoded once, in order."""
+        message = eio_packet.Packet(eio_packet.MESSAGE, text)
+        frame = packet_frame(message)
+        sockets = self.sockets
+        for eio_sid in eio_sids:
+            socket = sockets.get(eio_sid)
+            if socket is None or socket.closed:
+                continue
+            sink = socket.queue.sink
+            if sink is not None:
+                sink.write_frame(frame)
+            else:  # long polling, upgrading, or compressing
+                socket.queue.put_nowait(message)
+
+    async def disconnect(self, sid: str | None = None) -> None:
+        """Close one session (or all): CLOSE is queued for the client, never waited for."""
+        targets = list(self.sockets) if sid is None else [sid]
+        for target in targets:
+            socket = self.sockets.pop(target, None)
+            if socket is not None:
+                await socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
+
+    async def close_all(self, timeout: float) -> None:
+        """Disconnect everyone; abort the websockets still open after `timeout` seconds."""
+        links = list(self._links)
+        await self.disconnect()
+        waits = [asyncio.create_task(link.closed.wait()) for link in links]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            for task in pending:
+                task.cancel()
+        for link in links:
+            if not link.closed.is_set():
+                link.abort()
+        await self.shutdown()
+
+
+class SlotSocketServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server on our `EngineServer`; its public behaviour is unchanged."""
+
+    def _engineio_server_class(self) -> type[EngineServer]:
+        return EngineServer
