@@ -310,6 +310,15 @@ class LightClient(asyncio.Protocol):
             self._transport.close()
 
 
+async def call_ok(client: LightClient, event: str, data: Any, timeout: float) -> float:
+    """Emit with an ack; when the ack arrived. A refusal (`success` not true) is an error."""
+    async with asyncio.timeout(timeout):
+        reply, at = await client.emit(event, data)
+    if not isinstance(reply, dict) or reply.get("success") is not True:
+        raise ClientError(f"{event} refused: {reply!r}")
+    return at
+
+
 async def connect_client(
     host: str, port: int, path: str, index: int, arrivals: EventSink | None
 ) -> LightClient:

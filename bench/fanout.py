@@ -1,22 +1,27 @@
-"""Fan-out of the slot server: how fast N receivers learn of a feed coming and going.
+"""Fan-out of the slot server, beside the original: how fast N receivers learn of a feed.
 
-For each N: a fresh server (its own process, `bench/serve.py`) on a local Janus, N
-lightweight websocket receivers (`eio_receivers.py`), then rounds of a sender (the same
-lightweight client, so that its ack is timestamped on arrival like the receivers' events)
-doing `sender_init` + `set_feed_id` and leaving. Measured:
+For each N and each server (with `--baseline`, the original Node.js server first, then
+ours): a fresh server process on a local Janus, started as the original is deployed (the
+legacy JSON configuration in CONFIG_PATH; slot 0 activated on its stdin), N lightweight
+websocket receivers (`eio_receivers.py`, negotiating permessage-deflate as Chromium does),
+then rounds of a sender (the same lightweight client, so that its ack is timestamped on
+arrival like the receivers' events) doing `sender_init` + `set_feed_id` and leaving.
+Measured:
 
 - connect: wall time until all N receivers have joined the default namespace;
-- new_feed: from the sender's `set_feed_id` ack to the last receiver's `new_feed`, and
-  from sending `set_feed_id` (the server sends its ack after queueing the broadcast);
+- new_feed: from sending `set_feed_id` to the last receiver's `new_feed` (and, printed per
+  round, from the arrival of its ack);
 - remove_feed: from the sender starting to disconnect to the last receiver's `remove_feed`;
-- the server's RSS before and after connecting N.
+- the server's RSS before and after connecting N; its growth per receiver.
 
 Every time is CLOCK_MONOTONIC (`time.monotonic()`), shared by all processes. Each figure is
-per round; the table gives the median and the maximum over the rounds (after one warm-up
-round, which is shown but not counted).
+per round; the tables give the median and the maximum over the rounds (after one warm-up
+round, which is shown but not counted), and ours/original for each figure.
 
-    python bench/fanout.py [--counts 100,1000,3000] [--rounds 5] [--uvloop/--no-uvloop]
-                           [--server-gc-threshold T0,T1,T2] [--write-results]
+    python bench/fanout.py [--counts 100,1000,3000] [--rounds 5]
+                           [--baseline …/camera-server/dist/server.js]
+                           [--uvloop/--no-uvloop] [--server-gc-threshold T0,T1,T2]
+                           [--pin/--no-pin] [--write-results]
 """
 
 from __future__ import annotations
@@ -25,37 +30,38 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
-import os
 import secrets
-import signal
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from eio_receivers import Arrivals, LightClient, ReceiverPool, connect_client
+from eio_receivers import Arrivals, ReceiverPool, call_ok, connect_client
 from fanout_report import CountResult, Round, print_report, write_results
-from procs import ServerProcess, machine, raise_nofile, rss_kib, split_cpus
+from procs import (
+    BenchEnv,
+    ServerKind,
+    ServerProcess,
+    bench_env,
+    cpus_text,
+    describe_original,
+    exit_on_sigterm,
+    loop_factory,
+    machine,
+    original,
+    ours,
+    raise_nofile,
+    rss_kib,
+    write_legacy_config,
+)
 
-from cvh_camera.janus_local import find_free_port, make_local_janus
+from cvh_camera.janus_local import find_free_port
 
 HOST = "127.0.0.1"
-SIO_PATH = "/socket.io"
+SIO_PATH = "/socket.io"  # both servers' default (the original's socket.io: /socket.io/)
 STEP_TIMEOUT = 15.0  # one round trip, one fan-out, the server coming up
 ROUND_GAP = 0.2  # seconds between rounds: let the server finish closing the sender
-
-
-@dataclass(frozen=True)
-class BenchEnv:
-    workdir: Path
-    janus_url: str
-    admin_key: str
-    cpus: set[int] | None  # the server's CPUs, None = not pinned
 
 
 @contextlib.contextmanager
@@ -75,26 +81,19 @@ def _ms(seconds: float) -> float:
     return seconds * 1000.0
 
 
-async def _call(sender: LightClient, event: str, data: Any) -> float:
-    """Emit with an ack; the ack's arrival time. A refusal is an error."""
-    async with asyncio.timeout(STEP_TIMEOUT):
-        reply, at = await sender.emit(event, data)
-    if not isinstance(reply, dict) or reply.get("success") is not True:
-        raise RuntimeError(f"{event} refused: {reply!r}")
-    return at
-
-
 async def one_round(
     port: int, token: str, arrivals: Arrivals, count: int, feed_id: int, since: float
 ) -> Round:
+    """One sender: sender_init, set_feed_id (timed until every receiver has new_feed), leave
+    (timed until every receiver has remove_feed)."""
     async with asyncio.timeout(STEP_TIMEOUT):
         sender = await connect_client(HOST, port, SIO_PATH, -1, arrivals=None)
     try:
-        await _call(sender, "sender_init", {"slot": 0, "token": token})
+        await call_ok(sender, "sender_init", {"slot": 0, "token": token}, STEP_TIMEOUT)
         arrivals.expect("new_feed", count)
         feed = {"feedId": feed_id, "sessionId": 1000 + feed_id, "videoroomId": 2000 + feed_id}
         sent = time.monotonic()
-        acked = await _call(sender, "set_feed_id", feed)
+        acked = await call_ok(sender, "set_feed_id", feed, STEP_TIMEOUT)
         added = await arrivals.wait(STEP_TIMEOUT)
         arrivals.expect("remove_feed", count)
         left = time.monotonic()
@@ -113,45 +112,49 @@ async def one_round(
     )
 
 
-def write_server_config(path: Path, port: int, janus_url: str, admin_key: str, token: str) -> None:
-    config = {  # JSON is YAML
-        "listen": {"host": HOST, "port": port},
-        "socketio": {"path": SIO_PATH},
-        "slots": {"count": 4, "preactivated": [{"slot": 0, "token": token}]},
-        "controller": {"stdin": False},
-        "janus": {"url": janus_url, "admin_key": admin_key},
-        "log": {"level": "info"},
-    }
-    path.write_text(json.dumps(config, indent=2) + "\n")
+async def start_server(
+    kind: ServerKind, count: int, env: BenchEnv, cleanup: contextlib.ExitStack
+) -> tuple[ServerProcess, int, str]:
+    """A fresh server on its own port and room, ready, slot 0 activated: (it, port, token)."""
+    port, token = find_free_port(), secrets.token_hex(8)
+    config_path = env.workdir / f"{kind.name}-{count}.json"
+    write_legacy_config(config_path, port, env.janus_url, env.admin_key, next(env.rooms))
+    server = ServerProcess(kind, config_path, env.workdir / f"{kind.name}-{count}.log", env.cpus)
+    cleanup.callback(server.stop)
+    server.start()
+    await server.wait_ready(STEP_TIMEOUT)
+    await server.activate(0, token, STEP_TIMEOUT)
+    return server, port, token
+
+
+async def connect_receivers(
+    server: ServerProcess, pool: ReceiverPool, count: int, args: argparse.Namespace
+) -> tuple[float, int, int]:
+    """Connect `count` receivers: (seconds until all joined, RSS before KiB, RSS after KiB).
+
+    Each RSS is read after `--settle` seconds of quiet (a pause to measure, not to wait for)."""
+    await asyncio.sleep(args.settle)
+    rss_before = rss_kib(server.pid)
+    started = time.monotonic()
+    await pool.connect(count, args.connect_concurrency, timeout=args.connect_timeout)
+    connect_s = time.monotonic() - started
+    await asyncio.sleep(args.settle)
+    return connect_s, rss_before, rss_kib(server.pid)
 
 
 async def measure_count(
-    count: int, args: argparse.Namespace, env: BenchEnv, cleanup: contextlib.ExitStack
+    kind: ServerKind,
+    count: int,
+    args: argparse.Namespace,
+    env: BenchEnv,
+    cleanup: contextlib.ExitStack,
 ) -> CountResult:
-    port, token = find_free_port(), secrets.token_hex(8)
-    url = f"http://{HOST}:{port}"
-    config_path = env.workdir / f"server-{count}.yaml"
-    write_server_config(config_path, port, env.janus_url, env.admin_key, token)
-    server = ServerProcess(
-        config_path,
-        env.workdir / f"server-{count}.log",
-        args.uvloop,
-        env.cpus,
-        args.server_gc_threshold,
-    )
-    cleanup.callback(server.stop)
-    server.start()
+    """Every figure of one server at N = `count`."""
+    server, port, token = await start_server(kind, count, env, cleanup)
     arrivals = Arrivals()
     pool = ReceiverPool(HOST, port, SIO_PATH, arrivals)
     try:
-        await server.wait_ready(url, STEP_TIMEOUT)
-        await asyncio.sleep(args.settle)
-        rss_before = rss_kib(server.pid)
-        started = time.monotonic()
-        await pool.connect(count, args.connect_concurrency, timeout=args.connect_timeout)
-        connect_s = time.monotonic() - started
-        await asyncio.sleep(args.settle)
-        rss_after = rss_kib(server.pid)
+        connect_s, rss_before, rss_after = await connect_receivers(server, pool, count, args)
         connected = time.monotonic()
         log_offset = server.log_size()
         rounds = []
@@ -161,47 +164,55 @@ async def measure_count(
                     await one_round(port, token, arrivals, count, number + 1, since=connected)
                 )
                 await asyncio.sleep(ROUND_GAP)
-        full_gcs = server.full_gcs_since(log_offset)
+        full_gcs = server.full_gcs_since(log_offset) if kind.logs_gc else None
     except Exception:
-        print(f"--- server log (N={count}) ---\n{server.log_tail()}", file=sys.stderr)
+        print(f"--- {kind.name} server log (N={count}) ---\n{server.log_tail()}", file=sys.stderr)
         raise
     finally:
+        deflate = pool.deflate()
         pool.close()
         await asyncio.to_thread(server.stop)
     return CountResult(
+        kind.name,
         count,
         connect_s,
         rss_before,
         rss_after,
+        deflate,
         tuple(rounds[: args.warmup]),
         tuple(rounds[args.warmup :]),
         full_gcs,
     )
 
 
+def server_kinds(args: argparse.Namespace) -> list[ServerKind]:
+    """The servers to measure per N, in order: the original (if asked for), then ours."""
+    kinds = [ours(args.uvloop, args.server_gc_threshold)]
+    if args.baseline is not None:
+        kinds.insert(0, original(args.baseline))
+    return kinds
+
+
 async def run_counts(
-    args: argparse.Namespace, env: BenchEnv, cleanup: contextlib.ExitStack
+    kinds: list[ServerKind],
+    args: argparse.Namespace,
+    env: BenchEnv,
+    cleanup: contextlib.ExitStack,
 ) -> list[CountResult]:
+    """Each N in turn, each server in turn at that N."""
     results = []
     async with asyncio.timeout(args.time_limit):
         for count in args.counts:
-            result = await measure_count(count, args, env, cleanup)
-            new_median, new_max = result.stat(lambda r: r.new_feed_last)
-            print(
-                f"N={count}: connect {result.connect_s:.2f} s, "
-                f"new_feed median {new_median:.1f} ms max {new_max:.1f} ms",
-                flush=True,
-            )
-            results.append(result)
+            for kind in kinds:
+                result = await measure_count(kind, count, args, env, cleanup)
+                new_median, new_max = result.stat(lambda r: r.new_feed_from_request)
+                print(
+                    f"{kind.name}, N={count}: connect {result.connect_s:.2f} s, "
+                    f"new_feed p50 {new_median:.1f} ms max {new_max:.1f} ms",
+                    flush=True,
+                )
+                results.append(result)
     return results
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
 
 
 def _counts(text: str) -> list[int]:
@@ -219,6 +230,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--counts", type=_counts, default=[100, 1000, 3000])
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="PATH",
+        help="the original server's built dist/server.js: measure it too, before ours",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="counted rounds per N")
     parser.add_argument("--warmup", type=int, default=1, help="uncounted rounds per N first")
     parser.add_argument(
@@ -231,7 +248,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--pin",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="server on the last CPU, load generator and Janus on the others",
+        help="each server on the last CPU, load generator and Janus on the others",
     )
     parser.add_argument(
         "--server-gc-threshold",
@@ -242,8 +259,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connect-concurrency", type=int, default=100)
     parser.add_argument("--connect-timeout", type=float, default=120.0)
     parser.add_argument("--settle", type=float, default=1.0, help="pause before reading RSS")
-    parser.add_argument("--time-limit", type=float, default=900.0, help="whole run, seconds")
-    parser.add_argument("--write-results", action="store_true", help="update bench/RESULTS.md")
+    parser.add_argument("--time-limit", type=float, default=1800.0, help="whole run, seconds")
+    parser.add_argument(
+        "--write-results",
+        action="store_true",
+        help="rewrite the Fan-out section of bench/RESULTS.md with this run",
+    )
     parser.add_argument(
         "--workdir", type=Path, help="keep configs and logs here (default: a temporary folder)"
     )
@@ -253,50 +274,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the cleanup below
+def run_info(args: argparse.Namespace, env: BenchEnv) -> dict[str, str]:
+    """The machine and how each process ran, for the report."""
+    info = machine()
+    info["load generator"] = f"{loop_factory().__module__} loop, {cpus_text(env.load_cpus)}"
+    server = "uvloop" if args.uvloop else "asyncio"
+    server += " loop"
+    if args.server_gc_threshold:
+        server += f", gc.set_threshold({args.server_gc_threshold})"
+    info["ours"] = f"bench/serve.py, {server}, {cpus_text(env.cpus)}"
+    if args.baseline is not None:
+        info["original"] = f"{describe_original(args.baseline)}, {cpus_text(env.cpus)}"
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
     raise_nofile()
-    split = split_cpus() if args.pin else None
-    if split is not None:
-        os.sched_setaffinity(0, split[0])  # Janus, started below, inherits it
-    loop_factory = _loop_factory()
+    kinds = server_kinds(args)  # fails early if the original is not there
     with contextlib.ExitStack() as cleanup:  # runs on errors, Ctrl-C and SIGTERM too
-        if args.workdir is not None:
-            workdir = args.workdir.resolve()
-            workdir.mkdir(parents=True, exist_ok=True)
-        else:
-            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="cvh-fanout-")))
-        janus = make_local_janus(workdir / "janus")
-        cleanup.callback(janus.stop)
-        janus.start()
-        env = BenchEnv(workdir, janus.http_url, janus.admin_key, split[1] if split else None)
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            results = runner.run(run_counts(args, env, cleanup))
-    info = machine()
-    info["load generator"] = f"{loop_factory.__module__} loop, CPUs {_cpus(split, 0)}"
-    variant = server = "uvloop" if args.uvloop else "asyncio"
-    server += " loop"
-    if args.server_gc_threshold:
-        variant += f", gc threshold {args.server_gc_threshold}"
-        server += f", gc.set_threshold({args.server_gc_threshold})"
-    info["server"] = f"{server}, CPUs {_cpus(split, 1)}"
+        env = bench_env(cleanup, args.workdir, args.pin, prefix="cvh-fanout-")
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            results = runner.run(run_counts(kinds, args, env, cleanup))
+    info = run_info(args, env)
     print_report(results, info)
     if args.write_results:
         path = Path(__file__).resolve().parent / "RESULTS.md"
-        write_results(path, results, info, variant)
+        write_results(path, results, info)
         print(f"wrote {path}")
     return 0
-
-
-def _cpus(split: tuple[set[int], set[int]] | None, which: int) -> str:
-    if split is None:
-        return "not pinned"
-    return ",".join(str(cpu) for cpu in sorted(split[which]))
 
 
 if __name__ == "__main__":

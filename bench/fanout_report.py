@@ -1,4 +1,4 @@
-"""Figures of the fan-out benchmark: the data, the printed table and bench/RESULTS.md."""
+"""Figures of the fan-out benchmark: the data, the printed tables and bench/RESULTS.md."""
 
 from __future__ import annotations
 
@@ -12,25 +12,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 SECTION = "## Fan-out (slot server)"
-SUBSECTION = "### Server: "
 INTRO = "# Benchmarks\n\nFigures printed by the scripts in this folder; each writes its section.\n"
 TARGETS_MS = {1000: 45.0, 3000: 120.0}  # every receiver informed within, max over rounds
+OURS, ORIGINAL = "ours", "original"
 DESCRIPTION = """\
-`bench/fanout.py` starts a fresh slot server per N, in its own process (pinned to its own
-CPU) on a local Janus, connects N websocket receivers (a minimal Engine.IO v4 / socket.io
-v5 client, one asyncio protocol each, timestamped on arrival with CLOCK_MONOTONIC), then
-runs rounds of a sender (the same minimal client) doing `sender_init` + `set_feed_id` and
-leaving. Median and max are over the rounds (one warm-up round first, not counted).
+`bench/fanout.py` measures our slot server and, with `--baseline`, the original Node.js
+camera server side by side in the same run: for each N the original first, then ours, each
+a fresh process (pinned to its own CPU with `--pin`, the same for both) started the way the
+original is deployed (the legacy JSON configuration in `CONFIG_PATH`, slot 0 activated by
+`activate_slot` on its stdin), on the same local Janus (a room of its own each). N websocket
+receivers (a minimal Engine.IO v4 / socket.io v5 client, one asyncio protocol each,
+timestamped on arrival with CLOCK_MONOTONIC) negotiate like Chromium: they offer
+`permessage-deflate; client_max_window_bits` and inflate what the server compresses. Then
+rounds of a sender (the same client) doing `sender_init` + `set_feed_id` and leaving.
+Median (p50) and max are over the rounds (one warm-up round first, not counted).
 
 - *connect*: until all N receivers have joined the default namespace.
-- *new_feed*: from the arrival of the sender's `set_feed_id` ack to the **last**
-  receiver's `new_feed`; *from request*: from sending `set_feed_id` (the ack leaves the
-  server only after the broadcast has been queued, so this one counts that work too).
+- *new_feed*: from sending `set_feed_id` to the **last** receiver's `new_feed`.
 - *remove_feed*: from the sender starting to leave to the last receiver's `remove_feed`.
-- *RSS*: the server's VmRSS before and after connecting N.
-- *server full GCs*: generation-2 collections in the server during the rounds (longest).
+- *RSS growth*: the server's VmRSS after connecting N minus before; *KiB/receiver*: that
+  growth per receiver.
+- *permessage-deflate*: how the server answered the receivers' offer.
+- *full GCs*: generation-2 collections in our server during the rounds (longest).
+- *ours/original*: below 1 means ours is faster or smaller.
 
-Targets: 1000 receivers informed within 45 ms, 3000 within 120 ms (max)."""
+Targets (ours): 1000 receivers informed within 45 ms, 3000 within 120 ms (max)."""
 
 
 @dataclass(frozen=True)
@@ -48,15 +54,17 @@ class Round:
 
 @dataclass(frozen=True)
 class CountResult:
-    """Everything measured for one N."""
+    """Everything measured for one server at one N."""
 
+    server: str  # OURS or ORIGINAL
     count: int
     connect_s: float
     rss_before_kib: int
     rss_after_kib: int
+    deflate: str  # how the server answered permessage-deflate
     warmup: tuple[Round, ...]
     rounds: tuple[Round, ...]
-    server_full_gcs: tuple[float, ...]  # ms each, during the rounds
+    server_full_gcs: tuple[float, ...] | None  # ms each, during the rounds; None: not logged
 
     def stat(self, pick: Callable[[Round], float]) -> tuple[float, float]:
         """Median and maximum of one figure over the counted rounds."""
@@ -64,49 +72,84 @@ class CountResult:
         return statistics.median(values), max(values)
 
     @property
+    def rss_growth_kib(self) -> int:
+        return self.rss_after_kib - self.rss_before_kib
+
+    @property
     def kib_per_receiver(self) -> float:
-        return (self.rss_after_kib - self.rss_before_kib) / self.count
+        return self.rss_growth_kib / self.count
 
 
-HEADER = (
+def _new_feed(r: Round) -> float:
+    return r.new_feed_from_request
+
+
+def _remove_feed(r: Round) -> float:
+    return r.remove_feed_last
+
+
+# The compared figures: name, how to get it, format.
+FIGURES: tuple[tuple[str, Callable[[CountResult], float], str], ...] = (
+    ("connect s", lambda c: c.connect_s, "{:.2f}"),
+    ("new_feed p50 ms", lambda c: c.stat(_new_feed)[0], "{:.1f}"),
+    ("new_feed max ms", lambda c: c.stat(_new_feed)[1], "{:.1f}"),
+    ("remove_feed p50 ms", lambda c: c.stat(_remove_feed)[0], "{:.1f}"),
+    ("remove_feed max ms", lambda c: c.stat(_remove_feed)[1], "{:.1f}"),
+    ("RSS growth MiB", lambda c: c.rss_growth_kib / 1024, "{:.1f}"),
+    ("KiB/receiver", lambda c: c.kib_per_receiver, "{:.1f}"),
+)
+COMPARISON_HEADER = ("N", "figure", ORIGINAL, OURS, "ours/original")
+DETAIL_HEADER = (
     "N",
-    "connect s",
-    "new_feed median ms",
-    "new_feed max ms",
-    "from request median ms",
-    "from request max ms",
-    "remove_feed median ms",
-    "remove_feed max ms",
+    "server",
+    *(name for name, _, _ in FIGURES),
+    "ack rtt p50 ms",
     "RSS before MiB",
-    "RSS after MiB",
-    "KiB/receiver",
-    "server full GCs (max ms)",
+    "permessage-deflate",
+    "full GCs (max ms)",
 )
 
 
-def table_rows(results: Sequence[CountResult]) -> list[tuple[str, ...]]:
+def _ratio(ours: float, original: float) -> str:
+    return f"{ours / original:.2f}" if original > 0 else "—"
+
+
+def comparison_rows(results: Sequence[CountResult]) -> list[tuple[str, ...]]:
+    """One row per N and figure: original, ours, ours/original (N with both servers only)."""
+    by_key = {(r.count, r.server): r for r in results}
     rows: list[tuple[str, ...]] = []
-    for r in results:
-        new_median, new_max = r.stat(lambda x: x.new_feed_last)
-        request_median, request_max = r.stat(lambda x: x.new_feed_from_request)
-        remove_median, remove_max = r.stat(lambda x: x.remove_feed_last)
-        rows.append(
-            (
-                str(r.count),
-                f"{r.connect_s:.2f}",
-                f"{new_median:.1f}",
-                f"{new_max:.1f}",
-                f"{request_median:.1f}",
-                f"{request_max:.1f}",
-                f"{remove_median:.1f}",
-                f"{remove_max:.1f}",
-                f"{r.rss_before_kib / 1024:.1f}",
-                f"{r.rss_after_kib / 1024:.1f}",
-                f"{r.kib_per_receiver:.1f}",
-                f"{len(r.server_full_gcs)} ({max(r.server_full_gcs, default=0):.0f})",
+    for count in sorted({r.count for r in results}):
+        ours, original = by_key.get((count, OURS)), by_key.get((count, ORIGINAL))
+        if ours is None or original is None:
+            continue
+        for name, pick, fmt in FIGURES:
+            mine, theirs = pick(ours), pick(original)
+            rows.append(
+                (str(count), name, fmt.format(theirs), fmt.format(mine), _ratio(mine, theirs))
             )
-        )
     return rows
+
+
+def _gcs(r: CountResult) -> str:
+    if r.server_full_gcs is None:
+        return "—"
+    return f"{len(r.server_full_gcs)} ({max(r.server_full_gcs, default=0):.0f})"
+
+
+def detail_rows(results: Sequence[CountResult]) -> list[tuple[str, ...]]:
+    """One row per server and N, every figure."""
+    return [
+        (
+            str(r.count),
+            r.server,
+            *(fmt.format(pick(r)) for _, pick, fmt in FIGURES),
+            f"{r.stat(lambda x: x.ack_rtt)[0]:.1f}",
+            f"{r.rss_before_kib / 1024:.1f}",
+            r.deflate,
+            _gcs(r),
+        )
+        for r in results
+    ]
 
 
 def target_lines(results: Sequence[CountResult]) -> list[str]:
@@ -115,38 +158,42 @@ def target_lines(results: Sequence[CountResult]) -> list[str]:
         target = TARGETS_MS.get(r.count)
         if target is None:
             continue
-        worst = {
-            "new_feed": r.stat(lambda x: x.new_feed_last)[1],
-            "new_feed from request": r.stat(lambda x: x.new_feed_from_request)[1],
-            "remove_feed": r.stat(lambda x: x.remove_feed_last)[1],
-        }
+        worst = {"new_feed": r.stat(_new_feed)[1], "remove_feed": r.stat(_remove_feed)[1]}
         verdict = "met" if max(worst.values()) <= target else "NOT met"
         figures = ", ".join(f"{event} max {ms:.1f} ms" for event, ms in worst.items())
-        lines.append(f"N={r.count}, target {target:.0f} ms: {figures}: {verdict}")
+        lines.append(f"{r.server}, N={r.count}, target {target:.0f} ms: {figures}: {verdict}")
     return lines
 
 
 def _round_text(r: Round) -> str:
     return (
         f"t+{r.started_s:5.1f} s  "
-        f"new_feed last {r.new_feed_last:6.1f} median {r.new_feed_median:6.1f}  "
+        f"new_feed from request {r.new_feed_from_request:6.1f} from ack {r.new_feed_last:6.1f} "
+        f"median {r.new_feed_median:6.1f}  "
         f"remove_feed last {r.remove_feed_last:6.1f} median {r.remove_feed_median:6.1f}  "
         f"ack rtt {r.ack_rtt:5.1f} ms"
     )
 
 
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    table = [tuple(header), *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    print()
+    for row in table:
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+
+
 def print_report(results: Sequence[CountResult], info: dict[str, str]) -> None:
     print()
     for r in results:
-        print(f"N={r.count}")
+        print(f"{r.server}, N={r.count}")
         for number, one in enumerate(r.warmup + r.rounds):
             label = "warm-up" if number < len(r.warmup) else f"round {number - len(r.warmup) + 1}"
             print(f"  {label:8} {_round_text(one)}")
-    rows = [HEADER, *table_rows(results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    print()
-    for row in rows:
-        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+    _print_table(DETAIL_HEADER, detail_rows(results))
+    comparison = comparison_rows(results)
+    if comparison:
+        _print_table(COMPARISON_HEADER, comparison)
     print()
     for line in target_lines(results):
         print(line)
@@ -160,58 +207,47 @@ def command_line() -> str:
     return shlex.join([with_cwd if not with_cwd.startswith("..") else python, *sys.argv])
 
 
-def markdown(results: Sequence[CountResult], info: dict[str, str], variant: str) -> str:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        f"{SUBSECTION}{variant}",
-        "",
-        f"`{command_line()}` — {when}",
-        "",
-        *(f"- {key}: {value}" for key, value in info.items()),
-        "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "---:|" * len(HEADER),
-        *("| " + " | ".join(row) + " |" for row in table_rows(results)),
-        "",
-        *(f"- {line}" for line in target_lines(results)),
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], text: int) -> list[str]:
+    """A markdown table; the first `text` columns left-aligned, the others right."""
+    align = ["---|"] * text + ["---:|"] * (len(header) - text)
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "".join(align),
+        *("| " + " | ".join(row) + " |" for row in rows),
     ]
+
+
+def markdown(results: Sequence[CountResult], info: dict[str, str]) -> str:
+    """The Fan-out section for this run: how, where, when, the figures."""
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [SECTION, "", DESCRIPTION, "", f"`{command_line()}` — {when}", ""]
+    lines += [f"- {key}: {value}" for key, value in info.items()]
+    comparison = comparison_rows(results)
+    if comparison:
+        lines += ["", *_markdown_table(COMPARISON_HEADER, comparison, text=2)]
+    lines += ["", *_markdown_table(DETAIL_HEADER, detail_rows(results), text=2)]
+    lines += ["", *(f"- {line}" for line in target_lines(results))]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _split_section(text: str) -> tuple[str, str, str]:
-    """(before, the section without its heading, after) of SECTION in `text`."""
-    lines = text.splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if line.rstrip() == SECTION]
-    if not starts:
-        return text, "", ""
-    start = starts[0]
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    return "".join(lines[:start]), "".join(lines[start + 1 : end]), "".join(lines[end:])
-
-
-def _subsections(section: str) -> dict[str, str]:
-    """The section's parts, one per server variant, by variant."""
-    parts: dict[str, str] = {}
-    name = None
-    for line in section.splitlines(keepends=True):
-        if line.startswith(SUBSECTION):
-            name = line[len(SUBSECTION) :].strip()
-            parts[name] = ""
-        if name is not None:
-            parts[name] += line
-    return parts
-
-
-def write_results(
-    path: Path, results: Sequence[CountResult], info: dict[str, str], variant: str
-) -> None:
-    """Rewrite SECTION of `path` with this run's part; other server variants' parts stay."""
+def replace_section(path: Path, heading: str, section: str) -> None:
+    """Put `section` (starting with its `heading` line) in place of that section of `path`,
+    or at the end; the other sections stay as they are."""
     text = path.read_text(encoding="utf-8") if path.exists() else INTRO
-    before, section, after = _split_section(text)
-    parts = _subsections(section)
-    parts[variant] = markdown(results, info, variant)
-    body = "\n".join(part.rstrip() + "\n" for part in parts.values())
-    new_section = f"{SECTION}\n\n{DESCRIPTION}\n\n{body}"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
+    if start is None:
+        before, after = text, ""
+    else:
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+        before, after = "".join(lines[:start]), "".join(lines[end:])
     before = before.rstrip() + "\n\n" if before.strip() else INTRO + "\n"
     after = "\n" + after if after else ""
-    path.write_text(before + new_section + after, encoding="utf-8")
+    path.write_text(before + section.rstrip() + "\n" + after, encoding="utf-8")
+
+
+def write_results(path: Path, results: Sequence[CountResult], info: dict[str, str]) -> None:
+    """Rewrite the Fan-out section of `path` with this run."""
+    replace_section(path, SECTION, markdown(results, info))

@@ -1,8 +1,11 @@
 """The slot server in a process of its own, for benchmarks.
 
-`python bench/serve.py --config FILE [--uvloop]` runs what `cvh-camera server --config FILE`
-runs, with two things a benchmark needs: a choice of event loop, and an open-files limit
-high enough for thousands of sockets.
+`python bench/serve.py [--config FILE] [--uvloop]` runs what `cvh-camera server [--config
+FILE]` runs, with what a benchmark needs: a choice of event loop and garbage-collector
+thresholds, full collections in the log, and an open-files limit high enough for thousands
+of sockets. Without --config it reads the configuration as `cvh-camera server` does: the
+original server's JSON named by CONFIG_PATH (and CVH_CAMERA_CONFIG_* variables), with the
+controller on standard input.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,9 +23,9 @@ from pathlib import Path
 from aiohttp import web
 from procs import raise_nofile
 
-from server.app import create_app
-from server.cli import tune_garbage_collector
-from server.config import ConfigError, describe, load_server_config
+from server.app import SHUTDOWN_GRACE, create_app
+from server.cli import load, tune_garbage_collector
+from server.config import ConfigError, describe
 from wire.eventloop import new_event_loop
 from wire.logsetup import setup_logging
 
@@ -47,7 +51,9 @@ def _gc_logger() -> Callable[[str, dict[str, int]], None]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", type=Path, required=True, help="server YAML")
+    parser.add_argument(
+        "--config", type=Path, help="server YAML (default: CONFIG_PATH, the legacy JSON)"
+    )
     parser.add_argument(
         "--uvloop",
         action=argparse.BooleanOptionalAction,
@@ -62,8 +68,9 @@ def main() -> int:
         "e.g. 700,10,10 (Python's default)",
     )
     args = parser.parse_args()
+    setup_logging("info")  # the legacy configuration's warnings, before its own level
     try:
-        config = load_server_config(args.config, {})
+        config = load(args, dict(os.environ))
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
@@ -89,6 +96,7 @@ def main() -> int:
         port=config.port,
         print=None,
         access_log=None,
+        shutdown_timeout=SHUTDOWN_GRACE,
         loop=loop,
     )
     return 0
