@@ -28,7 +28,7 @@ def add_pages(app: web.Application, config: ServerConfig, static: Path = STATIC)
     app[_CONFIG] = config
     app[_STATIC] = static
     if not config.janus.browser_url:
-        add_janus_proxy(app, config.janus.url)
+        add_janus_proxy(app, config.janus.url, room=config.janus.room)
     for path, page in (
         ("/", "receiver.html"),
         ("/receiver", "receiver.html"),
