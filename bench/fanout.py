@@ -34,7 +34,8 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from eio_receivers import Arrivals, ReceiverPool, call_ok, connect_client
@@ -113,18 +114,20 @@ async def one_round(
 
 
 async def start_server(
-    kind: ServerKind, count: int, env: BenchEnv, cleanup: contextlib.ExitStack
-) -> tuple[ServerProcess, int, str]:
-    """A fresh server on its own port and room, ready, slot 0 activated: (it, port, token)."""
-    port, token = find_free_port(), secrets.token_hex(8)
-    config_path = env.workdir / f"{kind.name}-{count}.json"
+    kind: ServerKind, label: str, tokens: Sequence[str], env: BenchEnv, cleanup: ExitStack
+) -> tuple[ServerProcess, int]:
+    """A fresh server on its own port and Janus room, ready, slot i activated with
+    `tokens[i]` on its stdin: (the server, its port). `cleanup` stops it."""
+    port = find_free_port()
+    config_path = env.workdir / f"{kind.name}-{label}.json"
     write_legacy_config(config_path, port, env.janus_url, env.admin_key, next(env.rooms))
-    server = ServerProcess(kind, config_path, env.workdir / f"{kind.name}-{count}.log", env.cpus)
+    server = ServerProcess(kind, config_path, env.workdir / f"{kind.name}-{label}.log", env.cpus)
     cleanup.callback(server.stop)
     server.start()
     await server.wait_ready(STEP_TIMEOUT)
-    await server.activate(0, token, STEP_TIMEOUT)
-    return server, port, token
+    for slot, token in enumerate(tokens):
+        await server.activate(slot, token, STEP_TIMEOUT)
+    return server, port
 
 
 async def connect_receivers(
@@ -147,10 +150,11 @@ async def measure_count(
     count: int,
     args: argparse.Namespace,
     env: BenchEnv,
-    cleanup: contextlib.ExitStack,
+    cleanup: ExitStack,
 ) -> CountResult:
     """Every figure of one server at N = `count`."""
-    server, port, token = await start_server(kind, count, env, cleanup)
+    token = secrets.token_hex(8)
+    server, port = await start_server(kind, str(count), [token], env, cleanup)
     arrivals = Arrivals()
     pool = ReceiverPool(HOST, port, SIO_PATH, arrivals)
     try:
@@ -197,7 +201,7 @@ async def run_counts(
     kinds: list[ServerKind],
     args: argparse.Namespace,
     env: BenchEnv,
-    cleanup: contextlib.ExitStack,
+    cleanup: ExitStack,
 ) -> list[CountResult]:
     """Each N in turn, each server in turn at that N."""
     results = []
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_sigterm()
     raise_nofile()
     kinds = server_kinds(args)  # fails early if the original is not there
-    with contextlib.ExitStack() as cleanup:  # runs on errors, Ctrl-C and SIGTERM too
+    with ExitStack() as cleanup:  # runs on errors, Ctrl-C and SIGTERM too
         env = bench_env(cleanup, args.workdir, args.pin, prefix="cvh-fanout-")
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             results = runner.run(run_counts(kinds, args, env, cleanup))

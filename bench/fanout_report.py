@@ -1,4 +1,4 @@
-"""Figures of the fan-out benchmark: the data, the printed tables and bench/RESULTS.md."""
+"""Figures of the slot server's benchmarks (fan-out, soak): data, printed tables, RESULTS.md."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 SECTION = "## Fan-out (slot server)"
+SOAK_SECTION = "## Soak (slot server)"
+SOAK_KINDS = ("new_feed", "remove_feed", "command")
+RSS_LIMIT_PCT = 5.0  # soak: RSS growth after the first minute
 INTRO = "# Benchmarks\n\nFigures printed by the scripts in this folder; each writes its section.\n"
 TARGETS_MS = {1000: 45.0, 3000: 120.0}  # every receiver informed within, max over rounds
 OURS, ORIGINAL = "ours", "original"
@@ -251,3 +254,133 @@ def replace_section(path: Path, heading: str, section: str) -> None:
 def write_results(path: Path, results: Sequence[CountResult], info: dict[str, str]) -> None:
     """Rewrite the Fan-out section of `path` with this run."""
     replace_section(path, SECTION, markdown(results, info))
+
+
+# ------------------------------------------------------------------------------- soak
+
+
+@dataclass(frozen=True)
+class Checks:
+    """Every receiver against what the bench caused and against the others."""
+
+    caused: list[int]  # per kind, SOAK_KINDS order
+    complete: int  # receivers with exactly what was caused
+    lost: int  # events missing, summed over receivers
+    extra: int
+    disorder: int  # out-of-order events, summed over receivers
+    differing: int  # receivers whose sequence differs from the most common one
+    problems: list[str]
+    latency_ms: dict[str, tuple[float, float, float]]  # per kind, caused → last receiver:
+    # p50, p99, max
+
+    @property
+    def clean(self) -> bool:
+        return not (self.lost or self.extra or self.disorder or self.differing)
+
+
+@dataclass(frozen=True)
+class SoakResult:
+    """The figures of one server's soak."""
+
+    server: str
+    receivers: int
+    seconds: float
+    deflate: str
+    checks: Checks
+    rss: list[tuple[float, int]]  # (seconds since the receivers joined, KiB)
+    rss_reference_s: float
+
+    @property
+    def rss_growth_pct(self) -> float:
+        """Highest RSS after the reference sample against it, in %."""
+        reference = next(kib for t, kib in self.rss if t >= self.rss_reference_s)
+        after = [kib for t, kib in self.rss if t > self.rss_reference_s] or [reference]
+        return (max(after) - reference) / reference * 100
+
+    @property
+    def passed(self) -> bool:
+        checks = self.checks
+        complete = checks.complete == self.receivers
+        return checks.clean and complete and self.rss_growth_pct < RSS_LIMIT_PCT
+
+
+def _caused(index: int) -> Callable[[SoakResult], str]:
+    return lambda r: str(r.checks.caused[index])
+
+
+def _latency(kind: str) -> Callable[[SoakResult], str]:
+    def show(r: SoakResult) -> str:
+        p50, p99, worst = r.checks.latency_ms[kind]
+        return f"{p50:.1f} / {p99:.1f} / {worst:.1f}"
+
+    return show
+
+
+def _rss_mib(r: SoakResult, at: str) -> float:
+    if at == "first":
+        return r.rss[0][1] / 1024
+    if at == "last":
+        return r.rss[-1][1] / 1024
+    return next(kib for t, kib in r.rss if t >= r.rss_reference_s) / 1024
+
+
+SOAK_FIGURES: tuple[tuple[str, Callable[[SoakResult], str]], ...] = (
+    ("receivers", lambda r: str(r.receivers)),
+    ("minutes", lambda r: f"{r.seconds / 60:.1f}"),
+    ("permessage-deflate", lambda r: r.deflate),
+    *((f"{kind} caused", _caused(i)) for i, kind in enumerate(SOAK_KINDS)),
+    ("receivers with every event", lambda r: f"{r.checks.complete}/{r.receivers}"),
+    ("lost (all receivers)", lambda r: str(r.checks.lost)),
+    ("extra", lambda r: str(r.checks.extra)),
+    ("out of order", lambda r: str(r.checks.disorder)),
+    ("order unlike the others (receivers)", lambda r: str(r.checks.differing)),
+    *((f"{kind} → last receiver p50 / p99 / max ms", _latency(kind)) for kind in SOAK_KINDS),
+    ("RSS after connecting MiB", lambda r: f"{_rss_mib(r, 'first'):.1f}"),
+    (
+        "RSS at the reference MiB (s)",
+        lambda r: f"{_rss_mib(r, 'ref'):.1f} ({r.rss_reference_s:.0f})",
+    ),
+    ("RSS at the end MiB", lambda r: f"{_rss_mib(r, 'last'):.1f}"),
+    ("RSS growth after the reference", lambda r: f"{r.rss_growth_pct:+.1f} %"),
+    ("verdict", lambda r: "PASS" if r.passed else "FAIL"),
+)
+
+
+def soak_rows(results: Sequence[SoakResult]) -> list[tuple[str, ...]]:
+    """One row per figure, one column per server."""
+    return [(name, *(show(r) for r in results)) for name, show in SOAK_FIGURES]
+
+
+def print_soak(results: Sequence[SoakResult], info: dict[str, str]) -> None:
+    _print_table(("figure", *(r.server for r in results)), soak_rows(results))
+    print()
+    for r in results:
+        for text in r.checks.problems:
+            print(f"{r.server}: problem: {text}")
+    for key, value in info.items():
+        print(f"{key}: {value}")
+
+
+SOAK_DESCRIPTION = f"""\
+`bench/soak.py` (not in CI; its docstring says what is checked): receivers that negotiate
+permessage-deflate like Chromium, four senders that come and go (`sender_init`,
+`set_feed_id`, a random stay, leave), the controller on the server's stdin changing the
+geometry of the slots whose feed is up 10 times a second (x counting up). Every receiver
+must get every event caused, in order and in the same order as the others; the server's RSS
+may grow less than {RSS_LIMIT_PCT:.0f} % after the first minute (the reference: the sample at
+one minute, or half of a shorter run). *→ last receiver*: from the bench causing the event
+(writing the line, sending `set_feed_id`, starting to leave) to its arrival at the last
+receiver."""
+
+
+def write_soak_results(path: Path, results: Sequence[SoakResult], info: dict[str, str]) -> None:
+    """Rewrite the Soak section of `path` with this run."""
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [SOAK_SECTION, "", SOAK_DESCRIPTION, "", f"`{command_line()}` — {when}", ""]
+    lines += [f"- {key}: {value}" for key, value in info.items()]
+    header = ("figure", *(r.server for r in results))
+    lines += ["", *_markdown_table(header, soak_rows(results), text=1)]
+    problems = [f"- {r.server}: {text}" for r in results for text in r.checks.problems]
+    if problems:
+        lines += ["", "Problems (the first few):", *problems]
+    replace_section(path, SOAK_SECTION, "\n".join(lines) + "\n")
