@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from aiohttp import web
@@ -51,6 +52,26 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def arm_exit_deadline(seconds: float) -> threading.Timer:
+    """Leave the process after `seconds`, whatever still waits: a last resort that a
+    controller or systemd restarting the server can count on (the shutdown's own waits
+    are bounded; this covers anything that is not)."""
+
+    def leave() -> None:
+        log.error("shutdown took longer than %.1f s: exiting now", seconds)
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, leave)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+async def _deadline_on_shutdown(app: web.Application) -> None:
+    arm_exit_deadline(SHUTDOWN_GRACE + 1.0)
+
+
 def run(args: argparse.Namespace) -> int:
     setup_logging("info")
     environ = dict(os.environ)
@@ -68,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("starting slot server: %s", describe(config))
     tune_garbage_collector()
     app = create_app(config)
+    app.on_shutdown.insert(0, _deadline_on_shutdown)
     web.run_app(
         app,
         host=config.host,

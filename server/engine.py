@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 1 << 20  # bytes waiting for one client before it counts as gone
 CLOSE_TIMEOUT = 1.0  # seconds to wait for a client's websocket close frame
+POLL_BATCH = 16  # packets per long-poll response (python-engineio's client takes no more)
 _OP_TEXT, _OP_BINARY = 0x1, 0x2
 _PROBE, _PROBE_ANSWER, _UPGRADE = "2probe", "3probe", "5"
 
@@ -65,9 +66,26 @@ def packet_frame(pkt: eio_packet.Packet) -> bytes:
 
 
 class SocketQueue(asyncio.Queue[Any]):
-    """An Engine.IO socket's send queue; with a `sink`, a put is written at once."""
+    """An Engine.IO socket's send queue; with a `sink`, a put is written at once.
+
+    A long poll takes at most `POLL_BATCH` packets per response: engineio's `poll()` takes
+    one with `get()` and then all there are with `get_nowait()`, and python-engineio's own
+    client drops the connection on a payload of more than 16 packets (a burst of controller
+    commands did that).
+    """
 
     sink: WebSocketLink | None = None
+    _taken = 0  # packets taken since the last get()
+
+    async def get(self) -> Any:
+        self._taken = 0
+        return await super().get()
+
+    def get_nowait(self) -> Any:
+        if self._taken >= POLL_BATCH:
+            raise asyncio.QueueEmpty  # ends this poll's batch; the rest go with the next
+        self._taken += 1
+        return super().get_nowait()
 
     def put_nowait(self, item: Any) -> None:
         sink = self.sink
@@ -82,7 +100,7 @@ class SocketQueue(asyncio.Queue[Any]):
     def write_through(self, sink: WebSocketLink) -> None:
         """From now on write through `sink`; what is queued already goes first, in order."""
         while not self.empty():
-            item = self.get_nowait()
+            item = super().get_nowait()
             self.task_done()
             if item is not None:
                 sink.write_frame(packet_frame(item))
