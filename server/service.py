@@ -5,6 +5,11 @@ through this one object. Its methods are synchronous: each validates first, then
 state, then queues what the outside must learn (socket.io messages, notify lines, Janus
 requests) on injected, non-blocking collaborators, in order. So a request either changes
 nothing or changes everything it should, and messages leave in the order of the changes.
+
+`set_feed_id` also needs Janus's word that the feed id is a participant of the room; that
+question is asynchronous, so the socket.io handler goes through the seat guard
+(`server.seats.SeatGuard.set_feed_id`): `check_set_feed_id` first (the contract's checks,
+nothing changed), then Janus, then `set_feed_id`, which checks again and commits.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from server.payloads import (
+    FeedReport,
     Refusal,
     ack,
     as_object,
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 NOT_AUTHENTICATED = "This socket is not authenticated as a sender - send sender_init first"
+FEED_OF_ANOTHER_SLOT = "This feed id belongs to another slot"
 
 
 class Outbox(Protocol):
@@ -109,7 +116,8 @@ class SlotService:
             raise Refusal("Invalid token, contact your moderator")
         return SenderAuth(index, str(token))
 
-    def set_feed_id(self, sid: str, data: object) -> dict[str, Any]:
+    def check_set_feed_id(self, sid: str, data: object) -> FeedReport | dict[str, Any]:
+        """`set_feed_id`'s checks, changing nothing: the report, or the refusal to answer."""
         auth = self._senders.get(sid)
         if auth is None:
             return refused(NOT_AUTHENTICATED)
@@ -122,13 +130,24 @@ class SlotService:
             if slot.feed is not None and slot.feed.sender_sid != sid:
                 raise Refusal("There is already somebody using this slot")
             report = parse_feed_report(data)
+            if self.table.owner_of(report.feed_id) not in (None, slot.index):
+                raise Refusal(FEED_OF_ANOTHER_SLOT)  # leaving, it would kick their camera
         except Refusal as refusal:
             log.info(
                 "set_feed_id refused sid=%s slot=%d reason=%r", sid, slot.index, refusal.message
             )
             return refused(refusal.message)
+        return report
+
+    def set_feed_id(self, sid: str, data: object) -> dict[str, Any]:
+        """The contract's checks, then the feed is set. Janus's check comes before (seats)."""
+        report = self.check_set_feed_id(sid, data)
+        if not isinstance(report, FeedReport):
+            return report
+        slot = self.table[self._senders[sid].slot]
         if slot.feed is not None:  # the same sender republished (e.g. after a Janus restart)
-            self._clear_feed(slot, "replaced by its sender")
+            same = slot.feed.feed_id == report.feed_id  # reported again: keep it in the room
+            self._clear_feed(slot, "replaced by its sender", kick=not same)
         slot.feed = Feed(report.feed_id, sid, report.session_id, report.handle_id)
         log.info("feed set slot=%d feed=%s sid=%s", slot.index, report.feed_id, sid)
         self._outbox.broadcast("new_feed", {"slot": slot.index, **slot.feed_state()})

@@ -124,6 +124,14 @@ class SlotTable:
     def active_feeds(self) -> list[Slot]:
         return [s for s in self.slots if s.feed is not None]
 
+    def claimed(self) -> dict[FeedId, int]:
+        """The feed ids verified senders reported, with the slot that carries each."""
+        return {s.feed.feed_id: s.index for s in self.slots if s.feed is not None}
+
+    def owner_of(self, feed_id: FeedId) -> int | None:
+        """The slot whose active feed this is, if any."""
+        return self.claimed().get(feed_id)
+
     def snapshot(self) -> dict[str, Any]:
         """A comparable picture of the whole state (tests: 'bad input changes nothing')."""
         return {

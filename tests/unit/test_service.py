@@ -65,11 +65,13 @@ def feed(feed_id: int = 77, name: str | None = None) -> dict[str, Any]:
     return body
 
 
-def publish(service: SlotService, sid: str = "s1", slot: int = 1, token: str = "tok") -> None:
+def publish(
+    service: SlotService, sid: str = "s1", slot: int = 1, token: str = "tok", feed_id: int = 77
+) -> None:
     if not service.table[slot].active:
         service.activate_slot(slot, token, None)
     assert service.sender_init(sid, {"slot": slot, "token": token})["success"]
-    assert service.set_feed_id(sid, feed())["success"]
+    assert service.set_feed_id(sid, feed(feed_id))["success"]
 
 
 @pytest.mark.parametrize(
@@ -175,6 +177,30 @@ def test_second_sender_is_refused_and_same_sender_may_republish(
     assert service.set_feed_id("s1", feed(91))["success"]
     assert rec.events() == ["remove_feed", "new_feed"]
     assert service.query_state()["1"]["feedId"] == 91
+
+
+def test_feed_id_of_another_slot_is_refused(service: SlotService, rec: Recorder) -> None:
+    publish(service, "s1", slot=0)
+    service.activate_slot(1, "tok", None)
+    service.sender_init("s2", {"slot": 1, "token": "tok"})
+    before = service.table.snapshot()
+    rec.sent.clear()
+    assert service.set_feed_id("s2", feed(77)) == {
+        "success": False,
+        "message": "This feed id belongs to another slot",
+    }
+    assert service.table.snapshot() == before and rec.sent == []
+    service.disconnected("s2")
+    assert rec.kicked == []  # slot 0's camera stays in the room
+
+
+def test_same_sender_reporting_its_feed_again_keeps_it_in_the_room(
+    service: SlotService, rec: Recorder
+) -> None:
+    publish(service, "s1")
+    assert service.set_feed_id("s1", feed())["success"]
+    assert rec.kicked == []
+    assert service.query_state()["1"]["feedId"] == 77
 
 
 def test_refreshed_token_blocks_old_sender(service: SlotService) -> None:
@@ -324,7 +350,7 @@ def test_controller_rejections(service: SlotService) -> None:
 
 def test_janus_loss_removes_every_feed(service: SlotService, rec: Recorder) -> None:
     publish(service, "s1", slot=0)
-    publish(service, "s2", slot=3)
+    publish(service, "s2", slot=3, feed_id=78)
     rec.sent.clear()
     service.janus_lost()
     assert rec.sent == [("remove_feed", None, {"slot": 0}), ("remove_feed", None, {"slot": 3})]
