@@ -1,9 +1,13 @@
 """The slot server's Janus VideoRoom (PROTOCOL.md §4): create, keep, re-create, destroy.
 
 `JanusRoom` owns a supervisor task: connect a session, attach the VideoRoom plugin, replace
-any old room with ours, then wait until the session is lost. On loss it tells the service
-(feeds died with Janus) and reconnects with capped backoff, while socket.io goes on serving.
-Bitrate and pin changes are queued and sent by a worker task the room also owns.
+any old room with ours, then wait until the session is lost or the room vanishes (destroyed
+behind our back: Janus answers 426 to a request for it). On either it tells the service (the
+feeds died with the room) and starts again: at once when only the room vanished, with capped
+backoff when Janus went away, while socket.io goes on serving. Each room it creates gets
+the next `generation`. Bitrate, pin changes and kicks are queued and sent by a worker task
+the room also owns; `participants()` and `kick()` are awaited by the seat guard
+(`server.seats`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,35 @@ NO_SUCH_ROOM = 426
 NO_SUCH_FEED = 428
 VIDEO_CODECS = "h264,vp8"  # H.264 first: the appliance sends the camera's hardware H.264
 H264_PROFILE = "42e01f"  # constrained baseline, what every browser decodes
+_FAILURES = (JanusError, JanusUnavailable, aiohttp.ClientError, TimeoutError)
+
+
+class RoomUnavailable(Exception):
+    """The room cannot answer now: Janus is away, the room is being (re-)created or vanished."""
+
+    def __init__(self, reason: str, code: int = 0) -> None:
+        super().__init__(reason)
+        self.code = code  # Janus's error code when Janus answered with one
+
+
+@dataclass(frozen=True)
+class Participant:
+    """One entry of VideoRoom `listparticipants`: a handle that joined as publisher."""
+
+    id: int | str
+    display: str
+    publishing: bool  # Janus's `publisher`: media is up; false = joined, not (yet) publishing
+
+
+@dataclass(frozen=True)
+class Roster:
+    """The room's participants, as one creation (`generation`) of the room listed them."""
+
+    generation: int
+    participants: tuple[Participant, ...]
+
+    def ids(self) -> set[int | str]:
+        return {p.id for p in self.participants}
 
 
 class RoomState(enum.Enum):
@@ -67,6 +100,7 @@ class JanusRoom:
         on_lost: Callable[[], None],
         backoff: Backoff | None = None,
         request_timeout: float = 10.0,
+        check_timeout: float = 3.0,
     ) -> None:
         if not settings.secret:  # nobody but this process needs to know it
             settings = dataclasses.replace(settings, secret=secrets.token_urlsafe(24))
@@ -75,10 +109,13 @@ class JanusRoom:
         self._on_lost = on_lost
         self._backoff = backoff or Backoff(initial=0.5, maximum=10.0)
         self._timeout = request_timeout
+        self._check_timeout = check_timeout  # participants and kicks: answered within ms
         self._pin = settings.pin
         self.state = RoomState.CONNECTING
         self.last_error = ""
+        self.generation = 0  # how many times this process created the room
         self._ready = asyncio.Event()
+        self._vanished = asyncio.Event()
         self._requests: asyncio.Queue[_Bitrate | _EditPin | _Kick] = asyncio.Queue()
         self._http: aiohttp.ClientSession | None = None
         self._session: JanusSession | None = None
@@ -103,7 +140,7 @@ class JanusRoom:
         if self._handle is not None and self._session is not None and not self._session.lost:
             try:
                 await self._destroy_room(self._handle)
-            except (JanusError, JanusUnavailable, aiohttp.ClientError, TimeoutError) as error:
+            except _FAILURES as error:
                 log.warning(
                     "janus room destroy failed room=%d error=%s", self._settings.room, error
                 )
@@ -117,7 +154,12 @@ class JanusRoom:
             await self._ready.wait()
 
     def status(self) -> dict[str, Any]:
-        return {"state": self.state.value, "room": self._settings.room, "error": self.last_error}
+        return {
+            "state": self.state.value,
+            "room": self._settings.room,
+            "error": self.last_error,
+            "generation": self.generation,
+        }
 
     # ------------------------------------------------------- service requests
 
@@ -131,20 +173,38 @@ class JanusRoom:
     def kick_publisher(self, feed_id: int | str) -> None:
         self._requests.put_nowait(_Kick(feed_id))
 
+    # ------------------------------------------------------------ seat guard
+
+    async def participants(self) -> Roster:
+        """VideoRoom `listparticipants` on our own handle, within the check timeout."""
+        handle, generation = self._ready_handle(), self.generation
+        body = {"request": "listparticipants", "room": self._settings.room}
+        data = await self._check(handle, body)
+        entries = data.get("participants")
+        found = [_participant(entry) for entry in entries] if isinstance(entries, list) else []
+        return Roster(generation, tuple(p for p in found if p is not None))
+
+    async def kick(self, feed_id: int | str) -> None:
+        """Kick a publisher now, with the room secret; one that already left is fine."""
+        await self._kick_on(self._ready_handle(), feed_id)
+
     # ------------------------------------------------------------- internals
 
     async def _supervise(self) -> None:
         while True:
             try:
                 await self._connect()
-                reason = await self._session.wait_lost() if self._session else None
-                self._lost(f"session lost: {reason}")
-            except (JanusError, JanusUnavailable, aiohttp.ClientError, TimeoutError) as error:
+                reason = await self._trouble()
+                if reason is not None:  # a vanished room was handled where it was noticed
+                    self._lost(reason)
+            except _FAILURES as error:
                 self._lost(f"{type(error).__name__}: {error}")
             except Exception as error:  # one broad catch per task loop: log, retry
                 log.exception("janus room supervisor failed")
                 self._lost(f"unexpected: {error}")
             await self._drop_session()
+            if self._vanished.is_set():
+                continue  # Janus is there, only our room is not: create it again at once
             delay = self._backoff.next_delay()
             log.info("janus reconnect in %.1fs url=%s", delay, self._settings.url)
             await asyncio.sleep(delay)
@@ -153,22 +213,66 @@ class JanusRoom:
         if self._http is None:
             raise RuntimeError("JanusRoom.start() was not called")
         self.state = RoomState.CONNECTING
+        self._vanished.clear()
         self._session = await JanusSession.create(self._http, self._settings.url)
         self._handle = await self._session.attach("janus.plugin.videoroom")
         await self._destroy_room(self._handle)
         await self._handle.request(self._create_body())
+        self.generation += 1
         self.state = RoomState.READY
         self.last_error = ""
         self._backoff.reset()
         self._ready.set()
         log.info(
-            "janus room ready room=%d publishers=%d codecs=%s pin=%s session=%d",
+            "janus room ready room=%d publishers=%d codecs=%s pin=%s session=%d generation=%d",
             self._settings.room,
             self._publishers,
             VIDEO_CODECS,
             mask(self._pin) if self._pin else "none",
             self._session.id,
+            self.generation,
         )
+
+    async def _trouble(self) -> str | None:
+        """Wait until the session is lost (return why) or the room vanished (None)."""
+        if self._session is None:
+            return "no session"
+        lost = asyncio.ensure_future(self._session.wait_lost())
+        vanished = asyncio.ensure_future(self._vanished.wait())
+        try:
+            await asyncio.wait((lost, vanished), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            vanished.cancel()
+        if lost.done() and not lost.cancelled():
+            return f"session lost: {lost.result()}"
+        return None
+
+    def _room_vanished(self, generation: int, noticed_by: str) -> None:
+        """Janus answered 426 for our room: the feeds are gone, re-create it (supervisor)."""
+        if generation != self.generation or self.state is not RoomState.READY:
+            return  # an answer about a room we already replaced, or already handled
+        self._vanished.set()
+        self._lost(f"room vanished ({noticed_by} answered 426: destroyed by someone?)")
+
+    def _ready_handle(self) -> JanusHandle:
+        handle = self._handle
+        if handle is None or self.state is not RoomState.READY:
+            raise RoomUnavailable(f"room {self._settings.room} is {self.state.value}")
+        return handle
+
+    async def _check(self, handle: JanusHandle, body: dict[str, Any]) -> dict[str, Any]:
+        """A quick request on our handle about our room; 426 means the room vanished."""
+        generation = self.generation
+        try:
+            data, _ = await handle.message(body, timeout=self._check_timeout)
+        except JanusError as error:
+            if error.code == NO_SUCH_ROOM:
+                self._room_vanished(generation, str(body.get("request")))
+            raise RoomUnavailable(f"{body.get('request')}: {error}", error.code) from error
+        except (JanusUnavailable, aiohttp.ClientError) as error:
+            raise RoomUnavailable(f"{body.get('request')}: {error}") from error
+        return data
 
     def _create_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -234,7 +338,7 @@ class JanusRoom:
                     await self._kick(request)
                 else:
                     await self._send_pin(request)
-            except (JanusError, JanusUnavailable, aiohttp.ClientError, TimeoutError) as error:
+            except (*_FAILURES, RoomUnavailable) as error:
                 log.warning(
                     "janus request failed request=%s error=%s", type(request).__name__, error
                 )
@@ -251,26 +355,31 @@ class JanusRoom:
         log.info("janus bitrate set slot=%d bitrate=%d", request.slot, request.bitrate)
 
     async def _kick(self, request: _Kick) -> None:
-        handle = self._handle
-        if handle is None or self.state is not RoomState.READY:
+        try:
+            handle = self._ready_handle()
+        except RoomUnavailable:
             return  # no room, no seat to free
+        await self._kick_on(handle, request.feed_id)
+
+    async def _kick_on(self, handle: JanusHandle, feed_id: int | str) -> None:
         body = {
             "request": "kick",
             "room": self._settings.room,
             "secret": self._settings.secret,
-            "id": request.feed_id,
+            "id": feed_id,
         }
         try:
-            await handle.request(body)
-        except JanusError as error:
-            if error.code != NO_SUCH_FEED:
-                raise
-            return  # it left by itself
-        log.info("janus publisher kicked room=%d feed=%s", self._settings.room, request.feed_id)
+            await self._check(handle, body)
+        except RoomUnavailable as error:
+            if error.code == NO_SUCH_FEED:
+                return  # it left by itself
+            raise
+        log.info("janus publisher kicked room=%d feed=%s", self._settings.room, feed_id)
 
     async def _send_pin(self, request: _EditPin) -> None:
-        handle = self._handle
-        if handle is None or self.state is not RoomState.READY:
+        try:
+            handle = self._ready_handle()
+        except RoomUnavailable:
             log.info("janus not ready: the new pin applies when the room is created")
             return
         body = {
@@ -279,5 +388,16 @@ class JanusRoom:
             "secret": self._settings.secret,
             "new_pin": request.pin,
         }
-        await handle.request(body)
+        await self._check(handle, body)
         log.info("janus room pin changed room=%d pin=%s", self._settings.room, mask(request.pin))
+
+
+def _participant(entry: object) -> Participant | None:
+    """A `listparticipants` entry; None for one without a usable id."""
+    if not isinstance(entry, dict):
+        return None
+    feed_id, display = entry.get("id"), entry.get("display")
+    if isinstance(feed_id, bool) or not isinstance(feed_id, int | str):
+        return None
+    shown = display if isinstance(display, str) else ""
+    return Participant(feed_id, shown, entry.get("publisher") is True)
