@@ -24,9 +24,10 @@ from server.notify import NoNotify, NotifyFile
 from server.origins import OriginPolicy
 from server.outbox import SocketOutbox
 from server.pages import add_pages
+from server.seats import SeatGuard
 from server.service import SlotService
 from server.slots import SlotTable
-from server.socketio_handlers import register_handlers
+from server.socketio_handlers import register_feed_handler, register_handlers
 from wire.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ SERVICE = web.AppKey("service", SlotService)
 ROOM = web.AppKey("room", JanusRoom)
 SIO = web.AppKey("sio", SlotSocketServer)
 OUTBOX = web.AppKey("outbox", SocketOutbox)
+SEATS = web.AppKey("seats", SeatGuard)
 
 # How long shutdown waits for connections to close after `remove_all_feeds` went out. Browsers
 # close at once when told; a client that does not must not hold the Janus room hostage.
@@ -78,12 +80,16 @@ def create_app(
     for preset in config.preactivated:
         service.activate_slot(preset.slot, preset.token, preset.annotation)
     register_handlers(sio, service)
+    seats = SeatGuard(room, service, grace=config.publisher_grace)
+    register_feed_handler(sio, seats.set_feed_id)
+    app[SEATS] = seats
 
     app[CONFIG], app[SERVICE], app[ROOM], app[SIO], app[OUTBOX] = config, service, room, sio, outbox
     app.cleanup_ctx.append(_task_ctx("socket.io outbox", outbox.run))
     if isinstance(notifier, NotifyFile):
         app.cleanup_ctx.append(_notify_ctx(notifier))
     app.cleanup_ctx.append(_room_ctx(room))
+    app.cleanup_ctx.append(_task_ctx("seat guard", seats.run))
     if controller_stream is None and config.read_stdin:
         controller_stream = sys.stdin
     if controller_stream is not None:

@@ -9,7 +9,7 @@ socket.io.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
@@ -36,7 +36,6 @@ def _guarded(name: str, handler: Handler) -> Callable[..., Any]:
 def register_handlers(sio: socketio.AsyncServer, service: SlotService) -> None:
     events: dict[str, Handler] = {
         "sender_init": service.sender_init,
-        "set_feed_id": service.set_feed_id,
         "change_name": service.change_name,
         "set_bitrate_limit": service.set_bitrate_limit,
         "query_state": lambda sid, data: service.query_state(),
@@ -56,3 +55,18 @@ def register_handlers(sio: socketio.AsyncServer, service: SlotService) -> None:
 
     sio.on("disconnect", on_disconnect)
     sio.on("*", on_unknown)
+
+
+def register_feed_handler(
+    sio: socketio.AsyncServer, set_feed_id: Callable[[str, object], Awaitable[Any]]
+) -> None:
+    """`set_feed_id` asks Janus before the service commits (`server.seats.SeatGuard`)."""
+
+    async def on_set_feed_id(sid: str, *args: Any) -> Any:
+        try:
+            return await set_feed_id(sid, args[0] if args else None)
+        except Exception:
+            log.exception("socket.io handler failed event=set_feed_id sid=%s", sid)
+            return refused("Internal server error")
+
+    sio.on("set_feed_id", on_set_feed_id)
