@@ -5,8 +5,9 @@ ours): a fresh server process on a local Janus, started as the original is deplo
 legacy JSON configuration in CONFIG_PATH; slot 0 activated on its stdin), N lightweight
 websocket receivers (`eio_receivers.py`, negotiating permessage-deflate as Chromium does),
 then rounds of a sender (the same lightweight client, so that its ack is timestamped on
-arrival like the receivers' events) doing `sender_init` + `set_feed_id` and leaving.
-Measured:
+arrival like the receivers' events) doing what a sender page does: `sender_init`, join the
+Janus room as a publisher (no media: the servers look at the room, not at the stream),
+`set_feed_id` with that publisher's ids, then leave. Measured:
 
 - connect: wall time until all N receivers have joined the default namespace;
 - new_feed: from sending `set_feed_id` to the last receiver's `new_feed` (and, printed per
@@ -34,17 +35,19 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from eio_receivers import Arrivals, ReceiverPool, call_ok, connect_client
+import aiohttp
+from eio_receivers import Arrivals, ClientError, ReceiverPool, call_ok, connect_client
 from fanout_report import CountResult, Round, print_report, write_results
 from procs import (
     BenchEnv,
     ServerKind,
     ServerProcess,
     bench_env,
+    cancelled_by_sigterm,
     cpus_text,
     describe_original,
     exit_on_sigterm,
@@ -58,6 +61,7 @@ from procs import (
 )
 
 from cvh_camera.janus_local import find_free_port
+from wire.janus import JanusSession
 
 HOST = "127.0.0.1"
 SIO_PATH = "/socket.io"  # both servers' default (the original's socket.io: /socket.io/)
@@ -82,8 +86,27 @@ def _ms(seconds: float) -> float:
     return seconds * 1000.0
 
 
+@contextlib.asynccontextmanager
+async def janus_publisher(
+    http: aiohttp.ClientSession, janus_url: str, room: int
+) -> AsyncIterator[dict[str, int]]:
+    """A publisher in `room` (joined, no media), as a sender page is before `set_feed_id`:
+    yields that request's feedId, sessionId and videoroomId. Leaves the room at the end."""
+    async with asyncio.timeout(STEP_TIMEOUT):
+        session = await JanusSession.create(http, janus_url, request_timeout=STEP_TIMEOUT)
+    try:
+        handle = await session.attach("janus.plugin.videoroom")
+        join = {"request": "join", "ptype": "publisher", "room": room, "pin": ""}
+        joined, _ = await handle.message(join, timeout=STEP_TIMEOUT)
+        if joined.get("videoroom") != "joined" or not isinstance(joined.get("id"), int):
+            raise ClientError(f"Janus join refused: {joined}")
+        yield {"feedId": joined["id"], "sessionId": session.id, "videoroomId": handle.id}
+    finally:
+        await session.destroy()
+
+
 async def one_round(
-    port: int, token: str, arrivals: Arrivals, count: int, feed_id: int, since: float
+    port: int, token: str, arrivals: Arrivals, count: int, feed: dict[str, int], since: float
 ) -> Round:
     """One sender: sender_init, set_feed_id (timed until every receiver has new_feed), leave
     (timed until every receiver has remove_feed)."""
@@ -92,7 +115,6 @@ async def one_round(
     try:
         await call_ok(sender, "sender_init", {"slot": 0, "token": token}, STEP_TIMEOUT)
         arrivals.expect("new_feed", count)
-        feed = {"feedId": feed_id, "sessionId": 1000 + feed_id, "videoroomId": 2000 + feed_id}
         sent = time.monotonic()
         acked = await call_ok(sender, "set_feed_id", feed, STEP_TIMEOUT)
         added = await arrivals.wait(STEP_TIMEOUT)
@@ -115,19 +137,19 @@ async def one_round(
 
 async def start_server(
     kind: ServerKind, label: str, tokens: Sequence[str], env: BenchEnv, cleanup: ExitStack
-) -> tuple[ServerProcess, int]:
+) -> tuple[ServerProcess, int, int]:
     """A fresh server on its own port and Janus room, ready, slot i activated with
-    `tokens[i]` on its stdin: (the server, its port). `cleanup` stops it."""
-    port = find_free_port()
+    `tokens[i]` on its stdin: (the server, its port, its room). `cleanup` stops it."""
+    port, room = find_free_port(), next(env.rooms)
     config_path = env.workdir / f"{kind.name}-{label}.json"
-    write_legacy_config(config_path, port, env.janus_url, env.admin_key, next(env.rooms))
+    write_legacy_config(config_path, port, env.janus_url, env.admin_key, room)
     server = ServerProcess(kind, config_path, env.workdir / f"{kind.name}-{label}.log", env.cpus)
     cleanup.callback(server.stop)
     server.start()
     await server.wait_ready(STEP_TIMEOUT)
     for slot, token in enumerate(tokens):
         await server.activate(slot, token, STEP_TIMEOUT)
-    return server, port
+    return server, port, room
 
 
 async def connect_receivers(
@@ -154,7 +176,7 @@ async def measure_count(
 ) -> CountResult:
     """Every figure of one server at N = `count`."""
     token = secrets.token_hex(8)
-    server, port = await start_server(kind, str(count), [token], env, cleanup)
+    server, port, room = await start_server(kind, str(count), [token], env, cleanup)
     arrivals = Arrivals()
     pool = ReceiverPool(HOST, port, SIO_PATH, arrivals)
     try:
@@ -162,11 +184,12 @@ async def measure_count(
         connected = time.monotonic()
         log_offset = server.log_size()
         rounds = []
-        with _gc_paused():
-            for number in range(args.warmup + args.rounds):
-                rounds.append(
-                    await one_round(port, token, arrivals, count, number + 1, since=connected)
-                )
+        async with aiohttp.ClientSession() as http:
+            for _ in range(args.warmup + args.rounds):
+                async with janus_publisher(http, env.janus_url, room) as feed:
+                    with _gc_paused():
+                        one = await one_round(port, token, arrivals, count, feed, connected)
+                rounds.append(one)
                 await asyncio.sleep(ROUND_GAP)
         full_gcs = server.full_gcs_since(log_offset) if kind.logs_gc else None
     except Exception:
@@ -300,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as cleanup:  # runs on errors, Ctrl-C and SIGTERM too
         env = bench_env(cleanup, args.workdir, args.pin, prefix="cvh-fanout-")
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            results = runner.run(run_counts(kinds, args, env, cleanup))
+            results = runner.run(cancelled_by_sigterm(run_counts(kinds, args, env, cleanup)))
     info = run_info(args, env)
     print_report(results, info)
     if args.write_results:

@@ -23,11 +23,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 from cvh_camera.janus_local import make_local_janus
 
@@ -35,6 +35,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 WANTED_NOFILE = 16384
 LOG_TAIL_LINES = 20
 FIRST_ROOM = 1000  # every server started gets a Janus room of its own from here on
+T = TypeVar("T")
 
 
 class ServerStartError(Exception):
@@ -117,6 +118,31 @@ def exit_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, terminate)
+
+
+async def cancelled_by_sigterm(main: Coroutine[Any, Any, T]) -> T:
+    """Await `main`; SIGTERM cancels it, then raises SystemExit. (Raised from a plain signal
+    handler inside a protocol callback, uvloop would keep the SystemExit until the loop
+    stops.) Outside, exit_on_sigterm() holds again."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        if task is not None:
+            task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        return await main
+    except asyncio.CancelledError:
+        if terminated:
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        exit_on_sigterm()
 
 
 def split_cpus() -> tuple[set[int], set[int]] | None:
@@ -265,10 +291,12 @@ class ServerProcess:
     def start(self) -> None:
         """Spawn it; call from the event loop that will wait for it."""
         argv = list(self.kind.argv)
-        if self.cpus:
+        if self.cpus:  # pinned from exec on: every thread it starts stays there
             if shutil.which("taskset") is None:
                 raise ServerStartError("taskset (util-linux) not found: run with --no-pin")
             argv = ["taskset", "-c", ",".join(map(str, sorted(self.cpus))), *argv]
+        if shutil.which("setpriv") is not None:  # and it goes if the bench is killed
+            argv = ["setpriv", "--pdeathsig", "TERM", *argv]
         env = {**os.environ, "CONFIG_PATH": str(self.config_path), "PYTHONUNBUFFERED": "1"}
         env = {k: v for k, v in env.items() if not k.startswith("CVH_CAMERA_CONFIG_")}
         proc = subprocess.Popen(

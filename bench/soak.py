@@ -5,8 +5,8 @@ own run), started like the original is deployed (legacy JSON in CONFIG_PATH, the
 activated on its stdin), `--receivers` lightweight websocket receivers (`eio_receivers.py`,
 negotiating permessage-deflate as Chromium does), and for `--minutes`:
 
-- four senders, one per slot, that come and go: connect, `sender_init`, `set_feed_id`, stay
-  a random few seconds, leave, pause, again;
+- four senders, one per slot, that come and go: connect, `sender_init`, join the Janus room
+  as a publisher (no media), `set_feed_id`, stay a random few seconds, leave, pause, again;
 - the controller (the server's stdin) sends `set_geometry_relative_to_canvas <slot> rb x …`
   `--geometry-hz` times a second, one line per tick, in turn for the slots whose feed is up,
   with x counting up by one across all slots.
@@ -49,8 +49,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from eio_receivers import ClientError, LightClient, ReceiverPool, call_ok, connect_client
-from fanout import HOST, SIO_PATH, STEP_TIMEOUT, run_info, server_kinds, start_server
+from fanout import (
+    HOST,
+    SIO_PATH,
+    STEP_TIMEOUT,
+    janus_publisher,
+    run_info,
+    server_kinds,
+    start_server,
+)
 from fanout_report import (
     SOAK_KINDS,
     Checks,
@@ -63,6 +72,7 @@ from procs import (
     ServerKind,
     ServerProcess,
     bench_env,
+    cancelled_by_sigterm,
     exit_on_sigterm,
     loop_factory,
     raise_nofile,
@@ -81,10 +91,11 @@ class Ledger:
         self.counts = [[0, 0, 0] for _ in range(receivers)]  # per kind, KINDS order
         self.digests = [0] * receivers
         self.last_x = [0] * receivers
-        self.feeds = [[0] * SLOTS for _ in range(receivers)]  # up: its feed id; down: minus it
+        self.feeds = [[0] * SLOTS for _ in range(receivers)]  # up: feed number; down: minus it
         self.disorder = [0] * receivers
         self.problems: list[str] = []  # the first few, as text
-        self.caused: dict[tuple[str, int], float] = {}  # (kind, feed id or x) → when
+        self.caused: dict[tuple[str, int], float] = {}  # (kind, feed number or x) → when
+        self.feed_numbers: dict[int, int] = {}  # Janus feed id → the bench's number, 1, 2, …
         self.last_arrival: dict[tuple[str, int], float] = {}
         self.watched_x = [0] * SLOTS  # the watcher's last command x per slot
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -111,12 +122,12 @@ class Ledger:
             self._completed_one()
 
     def _check(self, receiver: int, event: str, slot: int, data: Any) -> int:
-        """Count the event, note disorder; the event's key (feed id, or x for a command)."""
+        """Count the event, note disorder; its key (the feed's number, or x for a command)."""
         kind = KINDS.index(event)  # ValueError: not an event the bench causes
         self.counts[receiver][kind] += 1
         feeds = self.feeds[receiver]
         if event == "new_feed":
-            key = int(data["feedId"])
+            key = self.feed_numbers[int(data["feedId"])]
             if feeds[slot] > 0 or key <= -feeds[slot]:
                 self._problem(receiver, f"new_feed slot={slot} feed={key} after {feeds[slot]}")
             feeds[slot] = key
@@ -191,7 +202,7 @@ class Traffic:
     x: int = 0
     new_feeds: int = 0
     removes: int = 0
-    next_feed: int = 1
+    next_feed: int = 1  # the next feed's number (Janus ids are random; these grow)
 
     def caused(self) -> list[int]:
         return [self.new_feeds, self.removes, self.x]
@@ -216,16 +227,40 @@ async def controller(
         await asyncio.sleep(max(0.0, tick - loop.time()))  # pacing, not waiting for anything
 
 
+@dataclass(frozen=True)
+class Target:
+    """The server under test, as a sender sees it."""
+
+    port: int
+    room: int
+    janus_url: str
+    http: aiohttp.ClientSession
+
+
 async def sender_cycle(
-    port: int, slot: int, token: str, ledger: Ledger, traffic: Traffic, stay: float
+    target: Target, slot: int, token: str, ledger: Ledger, traffic: Traffic, stay: float
 ) -> None:
-    """One sender's life on `slot`: up, stay, leave once its commands have been seen."""
+    """One sender's life on `slot`: a Janus publisher, reported, up, stays, leaves."""
+    async with janus_publisher(target.http, target.janus_url, target.room) as feed:
+        await sender_visit(target.port, slot, token, feed, ledger, traffic, stay)
+
+
+async def sender_visit(
+    port: int,
+    slot: int,
+    token: str,
+    feed: dict[str, int],
+    ledger: Ledger,
+    traffic: Traffic,
+    stay: float,
+) -> None:
+    """The socket.io part: up, stay, leave once the watcher has seen the slot's commands."""
     async with asyncio.timeout(STEP_TIMEOUT):
         client: LightClient = await connect_client(HOST, port, SIO_PATH, -1, None)
     try:
         await call_ok(client, "sender_init", {"slot": slot, "token": token}, STEP_TIMEOUT)
         feed_id, traffic.next_feed = traffic.next_feed, traffic.next_feed + 1
-        feed = {"feedId": feed_id, "sessionId": 1000 + feed_id, "videoroomId": 2000 + feed_id}
+        ledger.feed_numbers[feed["feedId"]] = feed_id
         ledger.caused[("new_feed", feed_id)] = time.monotonic()
         await call_ok(client, "set_feed_id", feed, STEP_TIMEOUT)
         traffic.new_feeds += 1
@@ -246,7 +281,12 @@ async def sender_cycle(
 
 
 async def sender(
-    port: int, slot: int, token: str, ledger: Ledger, traffic: Traffic, args: argparse.Namespace
+    target: Target,
+    slot: int,
+    token: str,
+    ledger: Ledger,
+    traffic: Traffic,
+    args: argparse.Namespace,
 ) -> None:
     """Senders on `slot` one after the other until the deadline."""
     rng = random.Random(f"{args.seed}-{slot}")
@@ -254,7 +294,7 @@ async def sender(
     deadline = loop.time() + args.minutes * 60
     while (left := deadline - loop.time()) > 0:
         stay = min(rng.uniform(args.stay_min, args.stay_max), left)
-        await sender_cycle(port, slot, token, ledger, traffic, stay)
+        await sender_cycle(target, slot, token, ledger, traffic, stay)
         await asyncio.sleep(rng.uniform(0.2, 1.0))  # off the slot for a moment: by design
 
 
@@ -299,7 +339,7 @@ async def soak_one(
 ) -> SoakResult:
     """The whole soak against one fresh server."""
     tokens = [secrets.token_hex(8) for _ in range(SLOTS)]
-    server, port = await start_server(kind, "soak", tokens, env, cleanup)
+    server, port, room = await start_server(kind, "soak", tokens, env, cleanup)
     ledger, traffic = Ledger(args.receivers), Traffic()
     pool = ReceiverPool(HOST, port, SIO_PATH, ledger)
     samples: list[tuple[float, int]] = []
@@ -308,11 +348,12 @@ async def soak_one(
         gc.freeze()  # the receivers: long-lived, never garbage
         started = time.monotonic()
         stop = asyncio.Event()
-        async with asyncio.TaskGroup() as group:
+        async with aiohttp.ClientSession() as http, asyncio.TaskGroup() as group:
+            target = Target(port, room, env.janus_url, http)
             rss_task = group.create_task(sample_rss(server.pid, args.rss_every, samples))
             group.create_task(controller(server, ledger, traffic, args.geometry_hz, stop))
             senders = [
-                group.create_task(sender(port, slot, tokens[slot], ledger, traffic, args))
+                group.create_task(sender(target, slot, tokens[slot], ledger, traffic, args))
                 for slot in range(SLOTS)
             ]
             await asyncio.gather(*senders)
@@ -397,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as cleanup:  # runs on errors, Ctrl-C and SIGTERM too
         env = bench_env(cleanup, args.workdir, args.pin, prefix="cvh-soak-")
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            results = runner.run(run(kinds, args, env, cleanup))
+            results = runner.run(cancelled_by_sigterm(run(kinds, args, env, cleanup)))
     info = run_info(args, env)
     print_soak(results, info)
     if args.write_results:
