@@ -27,7 +27,8 @@ original is deployed (the legacy JSON configuration in `CONFIG_PATH`, slot 0 act
 receivers (a minimal Engine.IO v4 / socket.io v5 client, one asyncio protocol each,
 timestamped on arrival with CLOCK_MONOTONIC) negotiate like Chromium: they offer
 `permessage-deflate; client_max_window_bits` and inflate what the server compresses. Then
-rounds of a sender (the same client) doing `sender_init` + `set_feed_id` and leaving.
+rounds of a sender (the same client) doing what a sender page does: `sender_init`, join the
+Janus room as a publisher (no media), `set_feed_id` with that publisher's ids, leave.
 Median (p50) and max are over the rounds (one warm-up round first, not counted).
 
 - *connect*: until all N receivers have joined the default namespace.
@@ -363,14 +364,14 @@ def print_soak(results: Sequence[SoakResult], info: dict[str, str]) -> None:
 
 SOAK_DESCRIPTION = f"""\
 `bench/soak.py` (not in CI; its docstring says what is checked): receivers that negotiate
-permessage-deflate like Chromium, four senders that come and go (`sender_init`,
-`set_feed_id`, a random stay, leave), the controller on the server's stdin changing the
-geometry of the slots whose feed is up 10 times a second (x counting up). Every receiver
-must get every event caused, in order and in the same order as the others; the server's RSS
-may grow less than {RSS_LIMIT_PCT:.0f} % after the first minute (the reference: the sample at
-one minute, or half of a shorter run). *→ last receiver*: from the bench causing the event
-(writing the line, sending `set_feed_id`, starting to leave) to its arrival at the last
-receiver."""
+permessage-deflate like Chromium, four senders that come and go (`sender_init`, a Janus
+publisher, `set_feed_id`, a random stay, leave), the controller on the server's stdin
+changing the geometry of the slots whose feed is up 10 times a second (x counting up).
+Every receiver must get every event caused, in order and in the same order as the others;
+the server's RSS may grow less than {RSS_LIMIT_PCT:.0f} % after the first minute (reference:
+the sample at one minute, or half of a shorter run). *→ last receiver*: from the bench
+causing the event (writing the line, sending `set_feed_id`, starting to leave) to its
+arrival at the last receiver."""
 
 
 def write_soak_results(path: Path, results: Sequence[SoakResult], info: dict[str, str]) -> None:

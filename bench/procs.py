@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -88,14 +89,9 @@ def bench_env(
     cleanup.callback(janus.stop)
     janus.start()
     loads, servers = split if split is not None else (None, None)
-    return BenchEnv(workdir, janus.http_url, janus.admin_key, servers, loads, _rooms())
-
-
-def _rooms() -> Iterator[int]:
-    room = FIRST_ROOM
-    while True:
-        yield room
-        room += 1
+    return BenchEnv(
+        workdir, janus.http_url, janus.admin_key, servers, loads, itertools.count(FIRST_ROOM)
+    )
 
 
 def cpus_text(cpus: set[int] | None) -> str:
