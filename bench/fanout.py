@@ -66,7 +66,9 @@ from wire.janus import JanusSession
 HOST = "127.0.0.1"
 SIO_PATH = "/socket.io"  # both servers' default (the original's socket.io: /socket.io/)
 STEP_TIMEOUT = 15.0  # one round trip, one fan-out, the server coming up
-ROUND_GAP = 0.2  # seconds between rounds: let the server finish closing the sender
+# A pause between rounds, not a wait for anything: the next round's times should not include
+# the server's closing of the previous sender (every receiver already has its remove_feed).
+ROUND_GAP = 0.2
 
 
 @contextlib.contextmanager
