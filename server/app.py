@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from aiohttp import web
 
+from server.attempts import AttemptLimiter
 from server.config import ServerConfig
 from server.controller import ControllerInput, handle_line
 from server.engine import SlotSocketServer
@@ -79,7 +80,8 @@ def create_app(
     service = SlotService(table, outbox, notifier, room)
     for preset in config.preactivated:
         service.activate_slot(preset.slot, preset.token, preset.annotation)
-    register_handlers(sio, service)
+    limiter = AttemptLimiter(config.failed_attempts, config.attempt_window)
+    register_handlers(sio, service, limiter)
     seats = SeatGuard(room, service, grace=config.publisher_grace)
     register_feed_handler(sio, seats.set_feed_id)
     app[SEATS] = seats

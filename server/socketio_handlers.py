@@ -4,17 +4,23 @@ Handlers accept any number of arguments: the first is the payload, the rest are 
 no payload at all is `None`. Whatever comes in, a request with an acknowledgement callback
 gets exactly one answer; an unexpected error is logged and answered, never raised into
 socket.io.
+
+`sender_init` is guarded against guessing: a client address with too many wrong tokens
+lately is refused without its token being looked at (`AttemptLimiter`), and an absurdly
+long token is refused before any comparison.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
 
-from server.payloads import refused, shown
+from server.attempts import AttemptLimiter
+from server.payloads import INVALID_TOKEN, MAX_TOKEN, refused, shown
 from server.service import SlotService
 
 log = logging.getLogger(__name__)
@@ -33,9 +39,51 @@ def _guarded(name: str, handler: Handler) -> Callable[..., Any]:
     return on_event
 
 
-def register_handlers(sio: socketio.AsyncServer, service: SlotService) -> None:
+def client_address(sio: socketio.AsyncServer, sid: str) -> str:
+    """The client's IP address; behind a reverse proxy on this machine, the one it forwards."""
+    environ = sio.get_environ(sid) or {}
+    request = environ.get("aiohttp.request")
+    peer = (request.remote if request is not None else None) or "unknown"
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+    if forwarded and _is_loopback(peer):
+        return str(forwarded.split(",")[-1].strip()) or peer
+    return str(peer)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _limited(sio: socketio.AsyncServer, limiter: AttemptLimiter, sender_init: Handler) -> Handler:
+    """`sender_init` with the attempt limit and the token length checked first."""
+
+    def guarded(sid: str, data: object) -> Any:
+        address = client_address(sio, sid)
+        wait = limiter.retry_after(address)
+        if wait:
+            log.warning("sender_init refused: too many attempts sid=%s address=%s", sid, address)
+            return refused(f"Too many attempts, try again in {wait} s")
+        token = data.get("token") if isinstance(data, dict) else None
+        if isinstance(token, str) and len(token) > MAX_TOKEN:
+            log.warning("sender_init refused: token of %d characters sid=%s", len(token), sid)
+            answer = refused(INVALID_TOKEN)
+        else:
+            answer = sender_init(sid, data)
+        if answer.get("message") == INVALID_TOKEN:
+            limiter.failed(address)
+        return answer
+
+    return guarded
+
+
+def register_handlers(
+    sio: socketio.AsyncServer, service: SlotService, limiter: AttemptLimiter
+) -> None:
     events: dict[str, Handler] = {
-        "sender_init": service.sender_init,
+        "sender_init": _limited(sio, limiter, service.sender_init),
         "change_name": service.change_name,
         "set_bitrate_limit": service.set_bitrate_limit,
         "query_state": lambda sid, data: service.query_state(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,33 @@ async def authenticate(client: Client, slot: int = 1, token: str = "tok") -> Non
     assert answer == {"success": True, "message": "Socket authenticated"}
 
 
-FEED = {"feedId": 4242, "sessionId": 1, "videoroomId": 2}
+@contextlib.asynccontextmanager
+async def joined_feeds(
+    janus_url: str, room: int, count: int = 1
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """`set_feed_id` reports of publishers that joined `room` (no media needed): the server
+    only takes a feed id that Janus lists in its room."""
+    async with aiohttp.ClientSession() as http:
+        sessions: list[JanusSession] = []
+        feeds: list[dict[str, Any]] = []
+        try:
+            for _ in range(count):
+                session = await JanusSession.create(http, janus_url)
+                sessions.append(session)
+                handle = await session.attach("janus.plugin.videoroom")
+                body = {"request": "join", "ptype": "publisher", "room": room}
+                joined, _ = await handle.message(body)
+                feeds.append(
+                    {"feedId": joined["id"], "sessionId": session.id, "videoroomId": handle.id}
+                )
+            yield feeds
+        finally:
+            for session in sessions:
+                await session.destroy()
+
+
+def server_feeds(server: RunningServer, count: int = 1) -> Any:
+    return joined_feeds(server.config.janus.url, server.config.janus.room, count)
 
 
 async def test_receiver_follows_a_real_publisher(
@@ -149,11 +176,12 @@ async def test_sender_init_refusals_over_the_wire(
 async def test_second_sender_and_stale_token(server: RunningServer) -> None:
     server.command("activate_slot 0 first")
     await wait_until(lambda: server.service.table[0].active)
-    async with clients(server.url, 3) as (one, two, three):
+    async with clients(server.url, 3) as (one, two, three), server_feeds(server, 2) as feeds:
+        feed, other = feeds
         await authenticate(one, 0, "first")
         await authenticate(two, 0, "first")
-        assert (await one.call("set_feed_id", FEED))["success"]
-        assert await two.call("set_feed_id", FEED) == {
+        assert (await one.call("set_feed_id", feed))["success"]
+        assert await two.call("set_feed_id", feed) == {
             "success": False,
             "message": "There is already somebody using this slot",
         }
@@ -161,21 +189,21 @@ async def test_second_sender_and_stale_token(server: RunningServer) -> None:
         await wait_until(lambda: server.service.table[0].token_matches("second"))
         await one.close()
         assert (await three.next("remove_feed")) == {"slot": 0}
-        assert await two.call("set_feed_id", FEED) == {
+        assert await two.call("set_feed_id", feed) == {
             "success": False,
             "message": "The provided token is not valid anymore - the feed is not transmitted",
         }
         await authenticate(three, 0, "second")
-        assert (await three.call("set_feed_id", FEED))["success"]
+        assert (await three.call("set_feed_id", other))["success"]
 
 
 async def test_controller_commands_reach_receivers(server: RunningServer) -> None:
     server.command("activate_slot 3 tok")
     server.command("hide 3")  # stored before the feed exists, delivered with it
-    async with clients(server.url, 2) as (receiver, sender):
+    async with clients(server.url, 2) as (receiver, sender), server_feeds(server) as (feed,):
         await wait_until(lambda: server.service.table[3].active)
         await authenticate(sender, 3)
-        await sender.call("set_feed_id", FEED)
+        await sender.call("set_feed_id", feed)
         assert (await receiver.next("new_feed"))["visibility"] == {"command": "hide", "params": []}
         server.command("show 3")
         server.command("set_geometry_relative_to_window 3 lt 10 20 640 360 2")
@@ -198,10 +226,10 @@ async def test_controller_commands_reach_receivers(server: RunningServer) -> Non
 
 async def test_deactivation_kicks_the_sender(server: RunningServer) -> None:
     server.command("activate_slot 2 tok")
-    async with clients(server.url, 2) as (receiver, sender):
+    async with clients(server.url, 2) as (receiver, sender), server_feeds(server) as (feed,):
         await wait_until(lambda: server.service.table[2].active)
         await authenticate(sender, 2)
-        await sender.call("set_feed_id", FEED)
+        await sender.call("set_feed_id", feed)
         await receiver.next("new_feed")
         server.command("deactivate_slot 2")
         assert await receiver.next("remove_feed") == {"slot": 2}
@@ -239,9 +267,9 @@ async def test_shutdown_says_goodbye_and_destroys_the_room(
     async with run_server(config) as running:
         assert await room_exists(http, janus_session_scope, config.janus.room)
         await receiver.connect(running.url)
-        async with clients(running.url) as (sender,):
+        async with clients(running.url) as (sender,), server_feeds(running) as (feed,):
             await authenticate(sender, 0)
-            await sender.call("set_feed_id", FEED)
+            await sender.call("set_feed_id", feed)
             await receiver.next("new_feed")
             # leaving the block shuts the server down while both are connected
     assert await receiver.next("remove_all_feeds", timeout=5) is None

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from cvh_camera.janus_local import LocalJanus
 from server.config import PreactivatedSlot
 from tests.integration.harness import Client, RunningServer, run_server, server_config
-from tests.integration.test_server import FEED
+from tests.integration.test_server import server_feeds
 
 TOKEN = "tok-" + secrets.token_hex(16)  # cannot be guessed by the generator
 EVENTS = ["sender_init", "set_feed_id", "change_name", "set_bitrate_limit", "query_state", "x"]
@@ -54,10 +54,10 @@ async def fuzzed(janus_session_scope: LocalJanus, tmp_path: Path) -> AsyncIterat
     config = server_config(
         janus_session_scope, tmp_path, room=config.port, preactivated=(PreactivatedSlot(0, TOKEN),)
     )
-    async with run_server(config) as server:
+    async with run_server(config) as server, server_feeds(server) as (feed,):
         sender, receiver, fuzzer = [await Client().connect(server.url) for _ in range(3)]
         assert (await sender.call("sender_init", {"slot": 0, "token": TOKEN}))["success"]
-        assert (await sender.call("set_feed_id", FEED))["success"]
+        assert (await sender.call("set_feed_id", feed))["success"]
         fuzz = Fuzzed(server, receiver, fuzzer)
         fuzz.expected_state = await receiver.call("query_state")
         try:

@@ -12,7 +12,12 @@ from server.app import ROOM
 from server.config import PreactivatedSlot
 from server.janus_room import RoomState
 from tests.integration.harness import clients, run_server, server_config, wait_until
-from tests.integration.test_server import FEED, authenticate, janus_publisher, room_exists
+from tests.integration.test_server import (
+    authenticate,
+    janus_publisher,
+    room_exists,
+    server_feeds,
+)
 from wire.janus import JanusError
 
 
@@ -22,19 +27,21 @@ async def test_janus_restart_removes_feeds_and_recreates_the_room(
     config = server_config(janus, tmp_path, preactivated=(PreactivatedSlot(1, "tok"),))
     async with run_server(config) as server, clients(server.url, 2) as (receiver, sender):
         await authenticate(sender)
-        assert (await sender.call("set_feed_id", FEED))["success"]
-        await receiver.next("new_feed")
+        async with server_feeds(server) as (feed,):
+            assert (await sender.call("set_feed_id", feed))["success"]
+            await receiver.next("new_feed")
 
-        janus.restart()
-        assert await receiver.next("remove_feed") == {"slot": 1}
-        await server.wait_notify("remove_feed 1")
+            janus.restart()
+            assert await receiver.next("remove_feed") == {"slot": 1}
+            await server.wait_notify("remove_feed 1")
         await server.app[ROOM].wait_ready(15)
         assert await room_exists(http, janus, config.janus.room)
 
         # socket.io kept serving: the same sender republishes without a new sender_init
         assert await receiver.call("query_state") == {}
-        assert (await sender.call("set_feed_id", {**FEED, "feedId": 7}))["success"]
-        assert (await receiver.next("new_feed"))["feedId"] == 7
+        async with server_feeds(server) as (feed,):
+            assert (await sender.call("set_feed_id", feed))["success"]
+            assert (await receiver.next("new_feed"))["feedId"] == feed["feedId"]
 
 
 async def test_server_serves_before_janus_is_up(janus: LocalJanus, tmp_path: Path) -> None:

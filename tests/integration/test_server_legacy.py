@@ -17,7 +17,7 @@ import pytest
 
 from cvh_camera.janus_local import LocalJanus, find_free_port
 from tests.integration.harness import TIMEOUT, Client, clients, wait_until
-from tests.integration.test_server import FEED, room_exists
+from tests.integration.test_server import joined_feeds, room_exists
 
 
 class FifoReader:
@@ -100,13 +100,14 @@ async def test_legacy_spawn_stdin_notify_and_sigterm(
         send(process, "activate_slot 0 legacy-token")
         send(process, "this is not a command")
         receiver = await Client().connect(url)
-        async with clients(url) as (sender,):
+        feeds = joined_feeds(janus_session_scope.http_url, room)
+        async with clients(url) as (sender,), feeds as (feed,):
             async with asyncio.timeout(TIMEOUT):
                 while not (
                     await sender.call("sender_init", {"slot": "0", "token": "legacy-token"})
                 )["success"]:
                     await asyncio.sleep(0.05)  # stdin is read asynchronously
-            assert (await sender.call("set_feed_id", {**FEED, "customName": "<Lab>"}))["success"]
+            assert (await sender.call("set_feed_id", {**feed, "customName": "<Lab>"}))["success"]
             assert (await receiver.next("new_feed"))["slot"] == 0
             await fifo.wait_for("new_feed 0")
             await fifo.wait_for("custom_name 0 &lt;Lab&gt;")
