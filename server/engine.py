@@ -25,6 +25,7 @@ fails loudly if engineio changes them (pyproject.toml caps its version).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -65,8 +66,13 @@ def packet_frame(pkt: eio_packet.Packet) -> bytes:
     return websocket_frame(encoded.encode())
 
 
-class SocketQueue(asyncio.Queue[Any]):
+class SocketQueue:
     """An Engine.IO socket's send queue; with a `sink`, a put is written at once.
+
+    It offers what engineio uses of `asyncio.Queue` (put, put_nowait, get, get_nowait,
+    task_done, join, empty, qsize) and allocates nothing until a packet must wait: an
+    `asyncio.Queue` brings four deques of ~760 bytes each, for every receiver, and a
+    websocket receiver here never queues anything.
 
     A long poll takes at most `POLL_BATCH` packets per response: engineio's `poll()` takes
     one with `get()` and then all there are with `get_nowait()`, and python-engineio's own
@@ -74,37 +80,85 @@ class SocketQueue(asyncio.Queue[Any]):
     commands did that).
     """
 
-    sink: WebSocketLink | None = None
-    _taken = 0  # packets taken since the last get()
+    __slots__ = ("_getters", "_items", "_joiners", "_taken", "_unfinished", "sink")
 
-    async def get(self) -> Any:
-        self._taken = 0
-        return await super().get()
+    def __init__(self) -> None:
+        self.sink: WebSocketLink | None = None
+        self._items: collections.deque[Any] | None = None
+        self._getters: list[asyncio.Future[None]] = []
+        self._joiners: list[asyncio.Future[None]] = []
+        self._taken = 0  # packets taken since the last get()
+        self._unfinished = 0
 
-    def get_nowait(self) -> Any:
-        if self._taken >= POLL_BATCH:
-            raise asyncio.QueueEmpty  # ends this poll's batch; the rest go with the next
-        self._taken += 1
-        return super().get_nowait()
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
 
     def put_nowait(self, item: Any) -> None:
         sink = self.sink
-        if sink is None:
-            super().put_nowait(item)
-        elif item is not None:  # None only ever wakes engineio's writer, which we replace
-            sink.write_frame(packet_frame(item))
+        if sink is not None:
+            if item is not None:  # None only ever wakes engineio's writer, which we replace
+                sink.write_frame(packet_frame(item))
+            return
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        self._unfinished += 1
+        _wake(self._getters[:1])
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)
 
+    async def get(self) -> Any:
+        self._taken = 0
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            finally:
+                self._getters.remove(getter)
+                if self._items:
+                    _wake(self._getters[:1])  # a cancelled getter passes its turn on
+        return self.get_nowait()
+
+    def get_nowait(self) -> Any:
+        if not self._items or self._taken >= POLL_BATCH:
+            raise asyncio.QueueEmpty  # nothing, or the end of this poll's batch
+        self._taken += 1
+        return self._items.popleft()
+
+    def task_done(self) -> None:
+        self._unfinished = max(0, self._unfinished - 1)
+        if self._unfinished == 0:
+            _wake(self._joiners)
+
+    async def join(self) -> None:
+        if self._unfinished:
+            joiner = asyncio.get_running_loop().create_future()
+            self._joiners.append(joiner)
+            try:
+                await joiner
+            finally:
+                self._joiners.remove(joiner)
+
     def write_through(self, sink: WebSocketLink) -> None:
         """From now on write through `sink`; what is queued already goes first, in order."""
-        while not self.empty():
-            item = super().get_nowait()
-            self.task_done()
+        items, self._items = self._items or (), None
+        self._unfinished = 0
+        _wake(self._joiners)
+        for item in items:
             if item is not None:
                 sink.write_frame(packet_frame(item))
         self.sink = sink
+
+
+def _wake(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 class WebSocketLink:
@@ -128,7 +182,7 @@ class WebSocketLink:
         self._links = links
         self._ws: web.WebSocketResponse | None = None
         self._transport: asyncio.Transport | None = None
-        self.closed = asyncio.Event()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
         request: web.Request = environ["aiohttp.request"]
@@ -144,7 +198,7 @@ class WebSocketLink:
             await self._serve(ws)
         finally:
             self._links.discard(self)
-            self.closed.set()
+            self.closed.set_result(None)
         return ws
 
     def write_frame(self, frame: bytes) -> None:
@@ -253,7 +307,7 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         self._async = table
 
     def create_queue(self, *args: Any, **kwargs: Any) -> SocketQueue:
-        return SocketQueue(*args, **kwargs)
+        return SocketQueue()
 
     def broadcast(self, eio_sids: Iterable[str], text: str) -> None:
         """Send one Engine.IO MESSAGE to each of `eio_sids`, encoded once, in order."""
@@ -282,13 +336,10 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         """Disconnect everyone; abort the websockets still open after `timeout` seconds."""
         links = list(self._links)
         await self.disconnect()
-        waits = [asyncio.create_task(link.closed.wait()) for link in links]
-        if waits:
-            _, pending = await asyncio.wait(waits, timeout=timeout)
-            for task in pending:
-                task.cancel()
+        if links:
+            await asyncio.wait([link.closed for link in links], timeout=timeout)
         for link in links:
-            if not link.closed.is_set():
+            if not link.closed.done():
                 link.abort()
         await self.shutdown()
 
