@@ -30,12 +30,14 @@ import contextlib
 import functools
 import logging
 import struct
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import engineio
 import socketio
 from aiohttp import WSMsgType, web
+from engineio import async_socket
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
@@ -46,6 +48,7 @@ CLOSE_TIMEOUT = 1.0  # seconds to wait for a client's websocket close frame
 POLL_BATCH = 16  # packets per long-poll response (python-engineio's client takes no more)
 _OP_TEXT, _OP_BINARY = 0x1, 0x2
 _PROBE, _PROBE_ANSWER, _UPGRADE = "2probe", "3probe", "5"
+_SEND_PING = async_socket.AsyncSocket._send_ping
 
 
 def websocket_frame(payload: bytes, opcode: int = _OP_TEXT) -> bytes:
@@ -155,6 +158,13 @@ class SocketQueue:
         self.sink = sink
 
 
+def _ping(socket: Any) -> None:
+    """What `AsyncSocket._send_ping` does after its sleep (`send` minus its log line)."""
+    if not socket.closing and not socket.closed:
+        socket.last_ping = time.time()
+        socket.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
+
+
 def _wake(futures: list[asyncio.Future[None]]) -> None:
     for future in futures:
         if not future.done():
@@ -167,6 +177,8 @@ class WebSocketLink:
     engineio constructs it as `driver(socket._websocket_handler, server)` and awaits it
     with the request's environ; the bound handler tells which socket it is for.
     """
+
+    __slots__ = ("_compress", "_links", "_server", "_socket", "_transport", "_ws", "closed")
 
     def __init__(
         self,
@@ -228,8 +240,10 @@ class WebSocketLink:
             writer = asyncio.create_task(self._write_queued(ws), name="socket.io writer")
         else:
             socket.queue.write_through(self)
-        try:
-            await self._read(ws)
+        try:  # reads inline: a coroutine frame per waiting client is memory, at thousands
+            while (data := await self._receive(ws)) is not None:
+                if not await self._take(data):
+                    break
         finally:
             socket.queue.sink = None
             if writer is not None:
@@ -268,17 +282,18 @@ class WebSocketLink:
         data: str | bytes = message.data
         return data
 
-    async def _read(self, ws: web.WebSocketResponse) -> None:
+    async def _take(self, data: str | bytes) -> bool:
+        """Hand one received packet to engineio; False once the socket is closed."""
         socket = self._socket
-        while (data := await self._receive(ws)) is not None:
-            try:
-                await socket.receive(eio_packet.Packet(encoded_packet=data))
-            except eio_exceptions.SocketIsClosedError:
-                return
-            except eio_exceptions.UnknownPacketError:
-                log.info("socket.io client sent an unknown packet eio_sid=%s", socket.sid)
-            except Exception as error:  # a malformed packet: keep the connection
-                log.info("socket.io packet refused eio_sid=%s error=%r", socket.sid, error)
+        try:
+            await socket.receive(eio_packet.Packet(encoded_packet=data))
+        except eio_exceptions.SocketIsClosedError:
+            return False
+        except eio_exceptions.UnknownPacketError:
+            log.info("socket.io client sent an unknown packet eio_sid=%s", socket.sid)
+        except Exception as error:  # a malformed packet: keep the connection
+            log.info("socket.io packet refused eio_sid=%s error=%r", socket.sid, error)
+        return True
 
     async def _write_queued(self, ws: web.WebSocketResponse) -> None:
         """With compression: aiohttp compresses, so sends go through it one by one."""
@@ -308,6 +323,14 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
     def create_queue(self, *args: Any, **kwargs: Any) -> SocketQueue:
         return SocketQueue()
+
+    def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+        """engineio's per-client ping (`AsyncSocket._send_ping`: sleep, then PING) as a
+        timer rather than a task asleep per client; anything else as engineio does it."""
+        if getattr(target, "__func__", None) is _SEND_PING and not args and not kwargs:
+            loop = asyncio.get_running_loop()
+            return loop.call_later(self.ping_interval, _ping, target.__self__)
+        return super().start_background_task(target, *args, **kwargs)
 
     def broadcast(self, eio_sids: Iterable[str], text: str) -> None:
         """Send one Engine.IO MESSAGE to each of `eio_sids`, encoded once, in order."""

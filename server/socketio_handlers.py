@@ -104,10 +104,13 @@ def register_handlers(
 
     async def on_connect(sid: str, environ: dict[str, Any], *auth: Any) -> None:
         """socket.io keeps the connection's WSGI environ, a copy of every request header,
-        for the connection's life: keep only what `client_address` reads (~2 KB less per
-        receiver)."""
-        for key in [key for key in environ if key not in _KEPT_ENVIRON]:
-            del environ[key]
+        for the connection's life: keep only what `client_address` reads (~1.5 KB less per
+        receiver). The old dict is emptied too: a websocket's request handlers hold it, and
+        nothing reads it once the connection is up."""
+        eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid in sio.environ:
+            sio.environ[eio_sid] = {k: v for k, v in environ.items() if k in _KEPT_ENVIRON}
+            environ.clear()
 
     sio.on("connect", on_connect)
     sio.on("disconnect", on_disconnect)

@@ -66,3 +66,16 @@ def test_a_long_poll_takes_at_most_a_batch() -> None:
         return [len(first), len(second)]
 
     assert asyncio.run(scenario()) == [POLL_BATCH, 5]
+
+
+def test_the_ping_is_a_timer_that_queues_a_ping() -> None:
+    async def scenario() -> tuple[object, list[str]]:
+        server = EngineServer(async_mode="aiohttp", ping_interval=0.01)
+        socket = async_socket.AsyncSocket(server, "sid")
+        handle = server.start_background_task(socket._send_ping)
+        item = await asyncio.wait_for(socket.queue.get(), 5)
+        return handle, [item.encode()]
+
+    handle, sent = asyncio.run(scenario())
+    assert isinstance(handle, asyncio.TimerHandle)
+    assert sent == ["2"]
