@@ -104,6 +104,8 @@ class SocketQueue:
         if sink is not None:
             if item is not None:  # None only ever wakes engineio's writer, which we replace
                 sink.write_frame(packet_frame(item))
+                if item.packet_type == eio_packet.CLOSE:
+                    sink.close_soon()
             return
         if self._items is None:
             self._items = collections.deque()
@@ -207,7 +209,8 @@ class WebSocketLink:
         self._ws, self._transport = ws, request.transport
         self._links.add(self)
         try:
-            await self._serve(ws)
+            if await self._begin(ws):
+                await self._serve(ws)
         finally:
             self._links.discard(self)
             self.closed.set_result(None)
@@ -228,21 +231,37 @@ class WebSocketLink:
         if self._transport is not None:
             self._transport.abort()
 
-    async def _serve(self, ws: web.WebSocketResponse) -> None:
+    def close_soon(self) -> None:
+        """A CLOSE packet went out: a client that does not close by itself is cut."""
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
+
+    async def _begin(self, ws: web.WebSocketResponse) -> bool:
+        """Up as a websocket: upgraded from long polling, or connected as one."""
         socket = self._socket
         if socket.connected:
-            if not await self._upgrade(ws):
-                return
-        else:
-            socket.connected = socket.upgraded = True
+            return await self._upgrade(ws)
+        socket.connected = socket.upgraded = True
+        return True
+
+    async def _serve(self, ws: web.WebSocketResponse) -> None:
+        """Read until the client or the server ends it.
+
+        No timeout per read: a client that goes quiet misses its pongs, engineio's service
+        task closes its socket, and the CLOSE packet arms `close_soon`. Reads are inline: a
+        coroutine frame per waiting client is memory, at thousands of them.
+        """
+        socket = self._socket
         writer = None
         if ws.compress:
             writer = asyncio.create_task(self._write_queued(ws), name="socket.io writer")
         else:
             socket.queue.write_through(self)
-        try:  # reads inline: a coroutine frame per waiting client is memory, at thousands
-            while (data := await self._receive(ws)) is not None:
-                if not await self._take(data):
+        try:
+            while True:
+                message = await ws.receive()
+                if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    break
+                if not await self._take(message.data):
                     break
         finally:
             socket.queue.sink = None
@@ -270,7 +289,7 @@ class WebSocketLink:
             socket.upgrading = False
 
     async def _receive(self, ws: web.WebSocketResponse) -> str | bytes | None:
-        """The next message, or None when the client closed, broke or went quiet."""
+        """The next upgrade message, or None when the client closed, broke or went quiet."""
         server = self._server
         try:
             async with asyncio.timeout(server.ping_interval + server.ping_timeout):
@@ -293,7 +312,7 @@ class WebSocketLink:
             log.info("socket.io client sent an unknown packet eio_sid=%s", socket.sid)
         except Exception as error:  # a malformed packet: keep the connection
             log.info("socket.io packet refused eio_sid=%s error=%r", socket.sid, error)
-        return True
+        return not socket.closed  # the client said CLOSE
 
     async def _write_queued(self, ws: web.WebSocketResponse) -> None:
         """With compression: aiohttp compresses, so sends go through it one by one."""
@@ -308,6 +327,8 @@ class WebSocketLink:
                 await ws.send_bytes(encoded)
             else:
                 await ws.send_str(encoded)
+            if pkt.packet_type == eio_packet.CLOSE:
+                self.close_soon()
 
 
 class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
