@@ -180,7 +180,7 @@ class WebSocketLink:
     with the request's environ; the bound handler tells which socket it is for.
     """
 
-    __slots__ = ("_compress", "_links", "_server", "_socket", "_transport", "_ws", "closed")
+    __slots__ = ("_compress", "_links", "_server", "_socket", "_transport", "closed")
 
     def __init__(
         self,
@@ -194,11 +194,17 @@ class WebSocketLink:
         self._server = server
         self._compress = compress
         self._links = links
-        self._ws: web.WebSocketResponse | None = None
         self._transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        """Serve the client until it or the server ends the connection.
+
+        Reads are inline, in this one coroutine: a frame per waiting client is memory, at
+        thousands of them. No timeout per read either: a client that goes quiet misses its
+        pongs, engineio's service task closes its socket, and the CLOSE packet arms
+        `close_soon`.
+        """
         request: web.Request = environ["aiohttp.request"]
         ws = web.WebSocketResponse(
             max_msg_size=self._server.max_http_buffer_size,
@@ -206,12 +212,22 @@ class WebSocketLink:
             timeout=CLOSE_TIMEOUT,
         )
         await ws.prepare(request)
-        self._ws, self._transport = ws, request.transport
+        self._transport = request.transport
         self._links.add(self)
+        writer, started = None, False
         try:
-            if await self._begin(ws):
-                await self._serve(ws)
+            started = await self._begin(ws)
+            if started:
+                writer = self._start_writing(ws)
+                while True:
+                    message = await ws.receive()
+                    if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                        break
+                    if not await self._take(message.data):
+                        break
         finally:
+            if started:
+                await self._finish(ws, writer)
             self._links.discard(self)
             self.closed.set_result(None)
         return ws
@@ -243,34 +259,22 @@ class WebSocketLink:
         socket.connected = socket.upgraded = True
         return True
 
-    async def _serve(self, ws: web.WebSocketResponse) -> None:
-        """Read until the client or the server ends it.
-
-        No timeout per read: a client that goes quiet misses its pongs, engineio's service
-        task closes its socket, and the CLOSE packet arms `close_soon`. Reads are inline: a
-        coroutine frame per waiting client is memory, at thousands of them.
-        """
-        socket = self._socket
-        writer = None
+    def _start_writing(self, ws: web.WebSocketResponse) -> asyncio.Task[None] | None:
+        """Writes straight through from now on; with compression, a writer task of aiohttp's."""
         if ws.compress:
-            writer = asyncio.create_task(self._write_queued(ws), name="socket.io writer")
-        else:
-            socket.queue.write_through(self)
-        try:
-            while True:
-                message = await ws.receive()
-                if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    break
-                if not await self._take(message.data):
-                    break
-        finally:
-            socket.queue.sink = None
-            if writer is not None:
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
-            await socket.close(wait=False, abort=True, reason=self._server.reason.TRANSPORT_CLOSE)
-            await ws.close()
+            return asyncio.create_task(self._write_queued(ws), name="socket.io writer")
+        self._socket.queue.write_through(self)
+        return None
+
+    async def _finish(self, ws: web.WebSocketResponse, writer: asyncio.Task[None] | None) -> None:
+        socket = self._socket
+        socket.queue.sink = None
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        await socket.close(wait=False, abort=True, reason=self._server.reason.TRANSPORT_CLOSE)
+        await ws.close()
 
     async def _upgrade(self, ws: web.WebSocketResponse) -> bool:
         """Engine.IO's upgrade from long polling: probe, answer, end the poll, UPGRADE."""
