@@ -173,6 +173,25 @@ def _wake(futures: list[asyncio.Future[None]]) -> None:
             future.set_result(None)
 
 
+class ServedWebSocket(web.WebSocketResponse):
+    """A websocket whose client is served from `write_eof`.
+
+    aiohttp awaits `write_eof` once the request handler has returned, in the same task. So
+    the handler (engineio's `handle_request`, its connect and upgrade coroutines, ours)
+    returns as soon as the websocket is up, and what waits per client is one frame of
+    ours under aiohttp's own: at thousands of clients, each frame fewer is memory
+    (bench/RESULTS.md, fan-out).
+    """
+
+    link: WebSocketLink | None = None
+
+    async def write_eof(self) -> None:  # type: ignore[override]
+        link, self.link = self.link, None
+        if link is not None:
+            await link.serve(self)
+        await super().write_eof()
+
+
 class WebSocketLink:
     """One client's websocket: the upgrade, the reads, and writes without a task of their own.
 
@@ -198,15 +217,9 @@ class WebSocketLink:
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        """Serve the client until it or the server ends the connection.
-
-        Reads are inline, in this one coroutine: a frame per waiting client is memory, at
-        thousands of them. No timeout per read either: a client that goes quiet misses its
-        pongs, engineio's service task closes its socket, and the CLOSE packet arms
-        `close_soon`.
-        """
+        """Open the websocket (and finish an upgrade); `serve` then runs from aiohttp."""
         request: web.Request = environ["aiohttp.request"]
-        ws = web.WebSocketResponse(
+        ws = ServedWebSocket(
             max_msg_size=self._server.max_http_buffer_size,
             compress=self._compress,
             timeout=CLOSE_TIMEOUT,
@@ -214,23 +227,39 @@ class WebSocketLink:
         await ws.prepare(request)
         self._transport = request.transport
         self._links.add(self)
-        writer, started = None, False
+        started = False
         try:
             started = await self._begin(ws)
-            if started:
-                writer = self._start_writing(ws)
-                while True:
-                    message = await ws.receive()
-                    if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                        break
-                    if not await self._take(message.data):
-                        break
         finally:
             if started:
-                await self._finish(ws, writer)
-            self._links.discard(self)
-            self.closed.set_result(None)
+                ws.link = self
+            else:
+                self._ended()
         return ws
+
+    async def serve(self, ws: web.WebSocketResponse) -> None:
+        """Read until the client or the server ends the connection.
+
+        No timeout per read: a client that goes quiet misses its pongs, engineio's service
+        task closes its socket, and the CLOSE packet arms `close_soon`.
+        """
+        writer = None
+        try:
+            writer = self._start_writing(ws)
+            while True:
+                message = await ws.receive()
+                if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    break
+                if not await self._take(message.data):
+                    break
+        finally:
+            await self._finish(ws, writer)
+            self._ended()
+
+    def _ended(self) -> None:
+        self._links.discard(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def write_frame(self, frame: bytes) -> None:
         """Write one websocket frame now; drop the client if too much waits for it."""
@@ -274,6 +303,8 @@ class WebSocketLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
         await socket.close(wait=False, abort=True, reason=self._server.reason.TRANSPORT_CLOSE)
+        if self._server.sockets.get(socket.sid) is socket:  # engineio's request has returned
+            del self._server.sockets[socket.sid]
         await ws.close()
 
     async def _upgrade(self, ws: web.WebSocketResponse) -> bool:
