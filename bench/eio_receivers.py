@@ -6,7 +6,8 @@ the server's pings, note when each event arrives and (for the sender) emit an ev
 acknowledgement. No task, no aiohttp session, no python-socketio client per connection, so
 the load generator's own work hardly shows in the figures.
 
-It negotiates as Chromium does: the handshake offers `permessage-deflate;
+It connects as Chromium does: the same request headers (a server keeps them per client),
+its page's origin, and the handshake offers `permessage-deflate;
 client_max_window_bits` (RFC 7692). When the server accepts, compressed messages (RSV1
 set) are inflated with one raw-deflate context per connection (a fresh one per message if
 the server said `server_no_context_takeover`); what the client sends stays uncompressed,
@@ -36,6 +37,10 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 RSV1 = 0x40  # set on the first frame of a compressed message (RFC 7692 §6)
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"  # what Chromium sends
+CHROMIUM_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/156.0.0.0 Safari/537.36"
+)
 DEFLATE_TAIL = b"\x00\x00\xff\xff"  # the empty block the sender stripped (RFC 7692 §7.2.1)
 
 
@@ -159,10 +164,13 @@ class LightClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # what create_connection gives
-        request = (
-            f"GET {self._path} HTTP/1.1\r\nHost: {self._host}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {self._key.decode()}\r\n"
-            f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n\r\n"
+        request = (  # the headers Chromium sends, in its order: servers keep them per client
+            f"GET {self._path} HTTP/1.1\r\nHost: {self._host}\r\nConnection: Upgrade\r\n"
+            f"Pragma: no-cache\r\nCache-Control: no-cache\r\nUser-Agent: {CHROMIUM_AGENT}\r\n"
+            f"Upgrade: websocket\r\nOrigin: http://{self._host}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAccept-Encoding: gzip, deflate, br, zstd\r\n"
+            f"Accept-Language: en-US,en;q=0.9\r\nSec-WebSocket-Key: {self._key.decode()}\r\n"
+            f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n\r\n"
         )
         self._transport.write(request.encode())
 

@@ -235,7 +235,7 @@ class LogTee:
         self._thread.join(timeout)
 
     def _copy(self) -> None:
-        with self._log_path.open("ab") as log_file:
+        with self._log_path.open("wb") as log_file:  # one run's log: `size` is its offset
             for raw in self._stream:
                 log_file.write(raw)
                 log_file.flush()
