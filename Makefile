@@ -2,8 +2,12 @@
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# The original Node.js server's built dist/server.js, for the benchmarks' side-by-side runs
+# (fetch CampusVH/cvh-camera, then `npm ci && npx tsc` in camera-server/).
+BASELINE ?=
+BASELINE_ARG := $(if $(BASELINE),--baseline $(BASELINE),)
 
-.PHONY: setup web demo server check test lint unit integration image-test bench clean
+.PHONY: setup web demo server check test lint unit integration image-test bench soak clean
 
 setup:
 	@scripts/setup.sh
@@ -39,10 +43,13 @@ image-test: setup  ## the SD image end to end in an emulated arm64 machine (root
 	CVH_IMAGE_TEST=1 $(BIN)/python -m pytest tests/image $(PYTEST_ARGS)
 
 bench: setup  ## every benchmark; each prints its figures and rewrites its section of bench/RESULTS.md
-	$(BIN)/python bench/fanout.py --write-results
+	$(BIN)/python bench/fanout.py $(BASELINE_ARG) --write-results
 	$(BIN)/python bench/publisher_cpu.py --write-results
 	$(BIN)/python bench/first_frame.py --write-results
 	$(BIN)/python bench/browser_first_frame.py --write-results
+
+soak: setup  ## 3000 receivers, senders coming and going, geometry 10/s, for 10 minutes (not in CI)
+	$(BIN)/python bench/soak.py $(BASELINE_ARG) --write-results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -13,7 +13,8 @@ import inspect
 from engineio import async_socket, packet
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from server.engine import POLL_BATCH, EngineServer, SlotSocketServer, SocketQueue, websocket_frame
+from server.engine import EngineServer, SlotSocketServer
+from server.websocket import POLL_BATCH, SocketQueue, websocket_frame
 
 
 def _read_back(frame: bytes) -> list[tuple[Opcode, object, bool]]:
