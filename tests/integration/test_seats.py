@@ -179,17 +179,22 @@ async def wait_gone(http: aiohttp.ClientSession, server: RunningServer, ids: set
     return time.monotonic()
 
 
+@pytest.mark.parametrize("via", ["janus", "proxy"])
 async def test_strangers_are_kicked_and_the_camera_gets_a_seat(
     camera_server: RunningServer,
     tmp_path: Path,
     http: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
+    via: str,
 ) -> None:
+    """Strangers publish straight to Janus, or through the server's own /janus proxy as a
+    visitor of the receiver page could."""
     caplog.set_level(logging.INFO, logger="server.seats")
     janus = camera_server.config.janus
-    async with publishers(http, janus, "stranger-a", "stranger-b") as strangers:
+    entry = janus if via == "janus" else replace(janus, url=f"{camera_server.url}/janus")
+    async with publishers(http, entry, "stranger-a", "stranger-b") as strangers:
         with pytest.raises(JanusError) as full:  # both seats are taken: Janus refuses more
-            async with publishers(http, janus, "stranger-c"):
+            async with publishers(http, entry, "stranger-c"):
                 pass
         assert full.value.code == ROOM_FULL
         receiver = await Client().connect(camera_server.url)
