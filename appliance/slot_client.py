@@ -20,10 +20,12 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 10.0
 
-# Refusals that retrying soon cannot fix: a person must change the token or the slot.
+# Refusals that retrying soon cannot fix: a person must change the token or the slot. A slot
+# that is not activated yet is not among them: controllers activate it when the lesson
+# starts, often a moment after the camera came up, so that refusal is retried on the normal
+# backoff.
 _NEEDS_A_PERSON = (
     "This camera slot does not exist",
-    "This camera slot is not activated, contact your moderator",
     "Invalid token, contact your moderator",
     "The provided token is not valid anymore - the feed is not transmitted",
 )

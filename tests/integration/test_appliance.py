@@ -135,6 +135,23 @@ async def test_wrong_token_is_logged_and_not_retried_fast(
         assert "wrong-token-9999" not in text  # never logged in full
 
 
+async def test_a_slot_activated_a_moment_later_streams_soon(
+    janus: LocalJanus, tmp_path: Path
+) -> None:
+    config = server_config(janus, tmp_path, slots=2)  # nothing preactivated
+    async with run_server(config) as server, appliance(server, tmp_path) as running:
+        receiver = await Client().connect(server.url)
+        try:
+            await wait_until(lambda: "not activated" in running.log(), STREAM_TIMEOUT)
+            await wait_until(lambda: "next attempt in" in running.log(), STREAM_TIMEOUT)
+            delay = float(re.search(r"next attempt in ([0-9.]+)s", running.log())[1])  # type: ignore[index]
+            assert delay < 5  # the normal backoff, not the longest delay of a wrong token
+            server.command(f"activate_slot 0 {TOKEN}")
+            assert (await receiver.next("new_feed", STREAM_TIMEOUT))["slot"] == 0
+        finally:
+            await receiver.close()
+
+
 async def test_new_viewer_gets_a_keyframe_on_request(
     server: RunningServer, receiver: Client, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
