@@ -15,10 +15,13 @@ the Pi's hardware encoder. Where picamera2 reports no hardware encoder (the Pi 5
 hardware encoder fails to start, picamera2's `LibavH264Encoder` (software x264) with the same
 settings takes its place, and the log says so.
 
-Bitrate. picamera2 cannot change the bitrate of a running encoder, so `set_bitrate` restarts
-the encoder (stop_encoder/start_encoder; the camera keeps running) with the new bitrate, at
-most once per `restart_interval` (the latest request wins). The restarted encoder begins with
-an IDR; the stream loses the few frames in between. Timestamps stay monotonic across restarts.
+Bitrate. On the hardware encoder, `set_bitrate` sets the V4L2 bitrate control on the device
+the running encoder has open (`v4l2_control`): at once, no frame lost. Where that is not
+possible (the software encoder, or the device refuses the control) the encoder restarts
+(stop_encoder/start_encoder; the camera keeps running) with the new bitrate, at most once
+per `restart_interval` (the latest request wins): the restarted encoder begins with an IDR
+and the stream loses the few frames in between; timestamps stay monotonic. The log says
+which of the two was used.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 from appliance.sources.base import SourceError
 from appliance.sources.camera_output import FrameSink, make_output
 from appliance.sources.threaded import ThreadedSource
+from appliance.sources.v4l2_control import running_device, set_bitrate_control
 from appliance.sources.x264 import clamp_bitrate
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,8 @@ class Picamera2Api:
     hardware_encoder: Callable[..., Any] | None  # encoders.H264Encoder, if the V4L2 one exists
     software_encoder: Callable[..., Any] | None  # encoders.LibavH264Encoder
     output_base: Any  # outputs.Output, the class our output subclasses
+    # Sets the bitrate on a running hardware encoder's open V4L2 device; OSError if refused.
+    bitrate_control: Callable[[Any, int], None] = set_bitrate_control
 
 
 def load_picamera2() -> Picamera2Api:
@@ -154,11 +160,12 @@ class Picamera2Source(ThreadedSource):
             if self._keyframe.take():
                 sink.forced.set()
                 session.force_keyframe()
-            if self._clock() - last_restart >= self.restart_interval:
+            if session.live_bitrate or self._clock() - last_restart >= self.restart_interval:
                 bitrate = self._take_pending_bitrate()
                 if bitrate is not None and bitrate != self.bitrate:
-                    session.restart_encoder(bitrate)
-                    self.bitrate, last_restart = bitrate, self._clock()
+                    if session.change_bitrate(bitrate):  # True: by a restart
+                        last_restart = self._clock()
+                    self.bitrate = bitrate
             silent = self._clock() - max(sink.last_unit_at or last_restart, last_restart)
             if silent > self.stall_timeout:
                 self._fail(SourceError(f"the camera delivered no frame for {silent:.0f} s"))
@@ -178,6 +185,7 @@ class _CameraSession:
         self._software = api.hardware_encoder is None
         self._camera_started = False
         self._warned_no_force = False
+        self._control_refused = False  # the hardware encoder refused the bitrate control
 
     def open(self, bitrate: int) -> None:
         if self._software and self._api.software_encoder is None:
@@ -237,8 +245,33 @@ class _CameraSession:
                 "next periodic one (every %d frames)", self._source.keyframe_interval,
             )  # fmt: skip
 
+    @property
+    def live_bitrate(self) -> bool:
+        """Whether the running encoder takes a new bitrate without a restart."""
+        if self._software or self._control_refused:
+            return False
+        return running_device(self._encoder) is not None
+
+    def change_bitrate(self, bitrate: int) -> bool:
+        """Apply `bitrate`: on the running hardware encoder, else by a restart (True)."""
+        if self.live_bitrate:
+            try:
+                self._api.bitrate_control(running_device(self._encoder), bitrate)
+            except OSError as exc:
+                self._control_refused = True
+                log.warning("the hardware encoder refused the bitrate control: %s", exc)
+            else:
+                log.info(
+                    "source=picamera2 bitrate=%d: set on the running hardware encoder "
+                    "(V4L2 control, no restart)", bitrate,
+                )  # fmt: skip
+                return False
+        self.restart_encoder(bitrate)
+        return True
+
     def restart_encoder(self, bitrate: int) -> None:
-        log.info("source=picamera2 bitrate=%d: restarting the encoder", bitrate)
+        kind = "software" if self._software else "hardware"
+        log.info("source=picamera2 bitrate=%d: restarting the %s encoder", bitrate, kind)
         encoder, self._encoder = self._encoder, None
         self._camera.stop_encoder(encoder)
         self._sink.new_epoch()

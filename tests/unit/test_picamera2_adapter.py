@@ -4,6 +4,7 @@ own thread, as the real one does."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import itertools
 import logging
@@ -350,3 +351,96 @@ def test_loader_detects_the_missing_hardware_encoder(monkeypatch: pytest.MonkeyP
     encoders.H264Encoder = FakeEncoder  # type: ignore[attr-defined]
     encoders._hw_encoder_available = True  # type: ignore[attr-defined]
     assert load_picamera2().hardware_encoder is FakeEncoder
+
+
+class FakeDevice:
+    """The encoder's open /dev/video11, as far as the adapter looks at it."""
+
+    closed = False
+
+
+class FakeV4L2Encoder(FakeEncoder):
+    """picamera2's hardware H264Encoder: its `vd` is the V4L2 device it opened."""
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.vd = FakeDevice()
+
+
+def live_api(camera: FakeCamera, controls: list[tuple[Any, int]], *, refuse: bool = False) -> Any:
+    def control(device: Any, bitrate: int) -> None:
+        if refuse:
+            raise OSError(22, "Invalid argument")
+        controls.append((device, bitrate))
+
+    return Picamera2Api(
+        camera_factory=lambda: camera,
+        hardware_encoder=FakeV4L2Encoder,
+        software_encoder=FakeSoftwareEncoder,
+        output_base=FakeOutput,
+        bitrate_control=control,
+    )
+
+
+async def test_hardware_encoder_takes_a_new_bitrate_without_a_restart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    camera = FakeCamera(interval=0.005)
+    controls: list[tuple[Any, int]] = []
+    src = make_source(live_api(camera, controls), keyframe_interval=1000)
+    src.restart_interval = 3600  # a restart could not happen within this test
+    with caplog.at_level(logging.INFO):
+        await src.start()
+        try:
+            before = [await src.next_unit() for _ in range(3)]
+            src.set_bitrate(800_000)
+            await wait_until(lambda: src.bitrate == 800_000)
+            src.set_bitrate(600_000)
+            await wait_until(lambda: src.bitrate == 600_000)
+            after = [await src.next_unit() for _ in range(3)]
+        finally:
+            await src.stop()
+    assert controls == [(camera.encoders[0].vd, 800_000), (camera.encoders[0].vd, 600_000)]
+    assert len(camera.encoders) == 1  # never restarted
+    numbers = [frame_number(u) for u in before + after]
+    assert numbers == sorted(numbers) and not any(u.keyframe for u in after)
+    assert "set on the running hardware encoder (V4L2 control, no restart)" in caplog.text
+
+
+async def test_a_refused_bitrate_control_falls_back_to_a_restart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    camera = FakeCamera(interval=0.005)
+    src = make_source(live_api(camera, [], refuse=True), keyframe_interval=1000)
+    src.restart_interval = 0
+    with caplog.at_level(logging.INFO):
+        await src.start()
+        try:
+            await src.next_unit()
+            src.set_bitrate(800_000)
+            await wait_until(lambda: len(camera.encoders) == 2)
+        finally:
+            await src.stop()
+    assert camera.encoders[1].settings["bitrate"] == 800_000
+    assert "refused the bitrate control" in caplog.text
+    assert "restarting the hardware encoder" in caplog.text
+
+
+async def test_the_software_encoder_is_restarted_for_a_new_bitrate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    camera = FakeCamera(interval=0.005)
+    controls: list[tuple[Any, int]] = []
+    api = live_api(camera, controls)
+    src = make_source(dataclasses.replace(api, hardware_encoder=None), keyframe_interval=1000)
+    src.restart_interval = 0
+    with caplog.at_level(logging.INFO):
+        await src.start()
+        try:
+            await src.next_unit()
+            src.set_bitrate(800_000)
+            await wait_until(lambda: len(camera.encoders) == 2)
+        finally:
+            await src.stop()
+    assert controls == [] and camera.encoders[1].settings["bitrate"] == 800_000
+    assert "restarting the software encoder" in caplog.text
