@@ -1,4 +1,4 @@
-"""The appliance's socket.io session with the slot server (PROTOCOL.md §1, sender side).
+"""The appliance's socket.io session with the slot server (docs/protocol.md, sender side).
 
 `sender_init` proves slot and token; `set_feed_id` reports the Janus publisher once it is
 up. The server may lower our bitrate at any time (`new_controller_bitrate_limit`).

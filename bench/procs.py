@@ -150,7 +150,7 @@ def split_cpus() -> tuple[set[int], set[int]] | None:
 
 
 def write_legacy_config(path: Path, port: int, janus_url: str, admin_key: str, room: int) -> None:
-    """The original server's JSON configuration (PROTOCOL.md §5), read by both servers."""
+    """The original server's JSON configuration (docs/protocol.md), read by both servers."""
     config = {
         "port": port,
         "cameraSlots": 4,

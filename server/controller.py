@@ -1,4 +1,4 @@
-"""The controller interface (PROTOCOL.md §2): one command per line on standard input.
+"""The controller interface (docs/protocol.md): one command per line on standard input.
 
 `execute_line` parses a line and applies it to the slot service; a bad line raises
 `BadLine` (or the service's `CommandRejected`) and changes nothing. `ControllerInput`

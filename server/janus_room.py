@@ -1,4 +1,4 @@
-"""The slot server's Janus VideoRoom (PROTOCOL.md §4): create, keep, re-create, destroy.
+"""The slot server's Janus VideoRoom (docs/protocol.md): create, keep, re-create, destroy.
 
 `JanusRoom` owns a supervisor task: connect a session, attach the VideoRoom plugin, replace
 any old room with ours, then wait until the session is lost or the room vanishes (destroyed

@@ -1,4 +1,4 @@
-"""The original Node server's configuration (PROTOCOL.md §5), still accepted.
+"""The original Node server's configuration (docs/protocol.md), still accepted.
 
 A JSON object in the file named by ``CONFIG_PATH``; each key can be overridden by the
 environment variable ``CVH_CAMERA_CONFIG_<key>``. As in the original, nothing here is

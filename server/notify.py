@@ -1,4 +1,4 @@
-"""The notify interface (PROTOCOL.md §3): lines for the controller, appended to a file or FIFO.
+"""The notify interface (docs/protocol.md): lines for the controller, in a file or FIFO.
 
 `notify()` never blocks: lines wait in a bounded queue and one writer task delivers them in
 order. A FIFO is opened non-blocking; while nobody reads it (no reader, or a full pipe) the

@@ -1,6 +1,6 @@
 """Decoding of socket.io payloads: untrusted JSON values in, typed values or a `Refusal` out.
 
-The messages are the wire contract (PROTOCOL.md §1); clients show them to users.
+The messages are the wire contract (docs/protocol.md); clients show them to users.
 """
 
 from __future__ import annotations

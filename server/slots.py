@@ -1,7 +1,8 @@
 """The slot table: which camera slots are activated, with which token, and which feed they carry.
 
-Pure state and the rules of PROTOCOL.md that only look at state. No I/O here: the service
-(`server.service`) turns changes into socket.io messages, notify lines and Janus requests.
+Pure state and the contract's rules (docs/protocol.md) that only look at state. No I/O
+here: the service (`server.service`) turns changes into socket.io messages, notify lines
+and Janus requests.
 """
 
 from __future__ import annotations

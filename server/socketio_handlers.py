@@ -1,4 +1,4 @@
-"""socket.io events (PROTOCOL.md §1), wired to the slot service.
+"""socket.io events (docs/protocol.md), wired to the slot service.
 
 Handlers accept any number of arguments: the first is the payload, the rest are ignored, and
 no payload at all is `None`. Whatever comes in, a request with an acknowledgement callback

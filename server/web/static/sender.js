@@ -3,7 +3,7 @@
 // Start: the slot server checks slot and token (`sender_init`); only then does the page
 // join the Janus VideoRoom as a publisher, send H.264 and report its publisher id, Janus
 // session id and handle id (`set_feed_id`). Losing the server, Janus or the ICE connection
-// ends the run; the user starts again. Query string: PROTOCOL.md §6.
+// ends the run; the user starts again. Query string: docs/protocol.md, the browser sender page.
 
 import { io } from "./vendor/socket.io.esm.min.js";
 import { JanusError, JanusSession, preferH264 } from "./janus.js";
