@@ -33,12 +33,25 @@ import sys
 sys.exit(0 if sys.version_info >= (3, 11) else 1)
 PY
 
+# pip, quiet when it succeeds; when it fails, all it said and a non-zero exit.
+pip_install() {
+    local log
+    log=$(mktemp)
+    if ! .venv/bin/python -m pip install "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        echo "setup: pip install $* failed" >&2
+        exit 1
+    fi
+    rm -f "$log"
+}
+
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
     echo "setup: installing the project into .venv"
-    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -m pip install -q -e '.[test,bench]' 2>&1 | grep -v '^WARNING: Location' || true
+    pip_install -q --upgrade pip
+    pip_install -q -e '.[test,bench]'
     .venv/bin/python -c "import server, socketio, aiohttp, aiortc, playwright" # fail loudly
     touch "$stamp"
 fi
