@@ -28,7 +28,7 @@ from server.pages import add_pages
 from server.seats import SeatGuard
 from server.service import SlotService
 from server.slots import SlotTable
-from server.socketio_handlers import register_feed_handler, register_handlers
+from server.socketio_handlers import register_handlers
 from wire.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,8 @@ def create_app(
     for preset in config.preactivated:
         service.activate_slot(preset.slot, preset.token, preset.annotation)
     limiter = AttemptLimiter(config.failed_attempts, config.attempt_window)
-    register_handlers(sio, service, limiter)
     seats = SeatGuard(room, service, grace=config.publisher_grace)
-    register_feed_handler(sio, seats.set_feed_id)
+    register_handlers(sio, service, limiter, seats.set_feed_id)
     app[SEATS] = seats
 
     app[CONFIG], app[SERVICE], app[ROOM], app[SIO], app[OUTBOX] = config, service, room, sio, outbox

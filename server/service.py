@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from server.payloads import (
+    INVALID_TOKEN,
     FeedReport,
     Refusal,
     ack,
@@ -113,7 +114,7 @@ class SlotService:
         if not slot.token_matches(token):
             shown = mask(token) if isinstance(token, str) else type(token).__name__
             log.warning("wrong token slot=%d token=%s", index, shown)
-            raise Refusal("Invalid token, contact your moderator")
+            raise Refusal(INVALID_TOKEN)
         return SenderAuth(index, str(token))
 
     def check_set_feed_id(self, sid: str, data: object) -> FeedReport | dict[str, Any]:

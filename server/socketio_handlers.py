@@ -12,9 +12,10 @@ long token is refused before any comparison.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import socketio
@@ -30,9 +31,12 @@ _KEPT_ENVIRON = frozenset({"aiohttp.request", "HTTP_X_FORWARDED_FOR"})
 
 
 def _guarded(name: str, handler: Handler) -> Callable[..., Any]:
+    """The handler, given the first argument or None, awaited if it is asynchronous."""
+
     async def on_event(sid: str, *args: Any) -> Any:
         try:
-            return handler(sid, args[0] if args else None)
+            answer = handler(sid, args[0] if args else None)
+            return await answer if inspect.isawaitable(answer) else answer
         except Exception:
             log.exception("socket.io handler failed event=%s sid=%s", name, sid)
             return refused("Internal server error")
@@ -81,10 +85,15 @@ def _limited(sio: socketio.AsyncServer, limiter: AttemptLimiter, sender_init: Ha
 
 
 def register_handlers(
-    sio: socketio.AsyncServer, service: SlotService, limiter: AttemptLimiter
+    sio: socketio.AsyncServer,
+    service: SlotService,
+    limiter: AttemptLimiter,
+    set_feed_id: Handler,
 ) -> None:
+    """`set_feed_id` asks Janus before the service commits (`server.seats.SeatGuard`)."""
     events: dict[str, Handler] = {
         "sender_init": _limited(sio, limiter, service.sender_init),
+        "set_feed_id": set_feed_id,
         "change_name": service.change_name,
         "set_bitrate_limit": service.set_bitrate_limit,
         "query_state": lambda sid, data: service.query_state(),
@@ -115,18 +124,3 @@ def register_handlers(
     sio.on("connect", on_connect)
     sio.on("disconnect", on_disconnect)
     sio.on("*", on_unknown)
-
-
-def register_feed_handler(
-    sio: socketio.AsyncServer, set_feed_id: Callable[[str, object], Awaitable[Any]]
-) -> None:
-    """`set_feed_id` asks Janus before the service commits (`server.seats.SeatGuard`)."""
-
-    async def on_set_feed_id(sid: str, *args: Any) -> Any:
-        try:
-            return await set_feed_id(sid, args[0] if args else None)
-        except Exception:
-            log.exception("socket.io handler failed event=set_feed_id sid=%s", sid)
-            return refused("Internal server error")
-
-    sio.on("set_feed_id", on_set_feed_id)
