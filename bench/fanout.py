@@ -35,7 +35,7 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from procs import (
     BenchEnv,
     ServerKind,
     ServerProcess,
+    T,
     bench_env,
     cancelled_by_sigterm,
     cpus_text,
@@ -317,16 +318,26 @@ def run_info(args: argparse.Namespace, env: BenchEnv) -> dict[str, str]:
     return info
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_against_servers(
+    args: argparse.Namespace,
+    prefix: str,
+    run: Callable[[list[ServerKind], argparse.Namespace, BenchEnv, ExitStack], Awaitable[T]],
+) -> tuple[T, dict[str, str]]:
+    """`run` on each server kind `args` asks for, in a work folder with its own Janus, ended
+    by SIGTERM or Ctrl-C with everything cleaned up; its results and the run's info."""
     exit_on_sigterm()
     raise_nofile()
     kinds = server_kinds(args)  # fails early if the original is not there
     with ExitStack() as cleanup:  # runs on errors, Ctrl-C and SIGTERM too
-        env = bench_env(cleanup, args.workdir, args.pin, prefix="cvh-fanout-")
+        env = bench_env(cleanup, args.workdir, args.pin, prefix=prefix)
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            results = runner.run(cancelled_by_sigterm(run_counts(kinds, args, env, cleanup)))
-    info = run_info(args, env)
+            results = runner.run(cancelled_by_sigterm(run(kinds, args, env, cleanup)))
+    return results, run_info(args, env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results, info = run_against_servers(args, "cvh-fanout-", run_counts)
     print_report(results, info)
     if args.write_results:
         path = Path(__file__).resolve().parent / "RESULTS.md"

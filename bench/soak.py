@@ -56,8 +56,7 @@ from fanout import (
     SIO_PATH,
     STEP_TIMEOUT,
     janus_publisher,
-    run_info,
-    server_kinds,
+    run_against_servers,
     start_server,
 )
 from fanout_report import (
@@ -71,11 +70,6 @@ from procs import (
     BenchEnv,
     ServerKind,
     ServerProcess,
-    bench_env,
-    cancelled_by_sigterm,
-    exit_on_sigterm,
-    loop_factory,
-    raise_nofile,
     rss_kib,
 )
 
@@ -432,14 +426,7 @@ async def run(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    exit_on_sigterm()
-    raise_nofile()
-    kinds = server_kinds(args)  # fails early if the original is not there
-    with ExitStack() as cleanup:  # runs on errors, Ctrl-C and SIGTERM too
-        env = bench_env(cleanup, args.workdir, args.pin, prefix="cvh-soak-")
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            results = runner.run(cancelled_by_sigterm(run(kinds, args, env, cleanup)))
-    info = run_info(args, env)
+    results, info = run_against_servers(args, "cvh-soak-", run)
     print_soak(results, info)
     if args.write_results:
         path = Path(__file__).resolve().parent / "RESULTS.md"
