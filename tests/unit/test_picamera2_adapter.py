@@ -407,20 +407,25 @@ async def test_hardware_encoder_takes_a_new_bitrate_without_a_restart(
     assert "set on the running hardware encoder (V4L2 control, no restart)" in caplog.text
 
 
+async def restart_for_bitrate(api: Picamera2Api, camera: FakeCamera, bitrate: int) -> None:
+    """Start a source, ask for `bitrate` once a unit came, and wait for the second encoder."""
+    src = make_source(api, keyframe_interval=1000)
+    src.restart_interval = 0
+    await src.start()
+    try:
+        await src.next_unit()
+        src.set_bitrate(bitrate)
+        await wait_until(lambda: len(camera.encoders) == 2)
+    finally:
+        await src.stop()
+
+
 async def test_a_refused_bitrate_control_falls_back_to_a_restart(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     camera = FakeCamera(interval=0.005)
-    src = make_source(live_api(camera, [], refuse=True), keyframe_interval=1000)
-    src.restart_interval = 0
     with caplog.at_level(logging.INFO):
-        await src.start()
-        try:
-            await src.next_unit()
-            src.set_bitrate(800_000)
-            await wait_until(lambda: len(camera.encoders) == 2)
-        finally:
-            await src.stop()
+        await restart_for_bitrate(live_api(camera, [], refuse=True), camera, 800_000)
     assert camera.encoders[1].settings["bitrate"] == 800_000
     assert "refused the bitrate control" in caplog.text
     assert "restarting the hardware encoder" in caplog.text
@@ -431,16 +436,8 @@ async def test_the_software_encoder_is_restarted_for_a_new_bitrate(
 ) -> None:
     camera = FakeCamera(interval=0.005)
     controls: list[tuple[Any, int]] = []
-    api = live_api(camera, controls)
-    src = make_source(dataclasses.replace(api, hardware_encoder=None), keyframe_interval=1000)
-    src.restart_interval = 0
+    api = dataclasses.replace(live_api(camera, controls), hardware_encoder=None)
     with caplog.at_level(logging.INFO):
-        await src.start()
-        try:
-            await src.next_unit()
-            src.set_bitrate(800_000)
-            await wait_until(lambda: len(camera.encoders) == 2)
-        finally:
-            await src.stop()
+        await restart_for_bitrate(api, camera, 800_000)
     assert controls == [] and camera.encoders[1].settings["bitrate"] == 800_000
     assert "restarting the software encoder" in caplog.text
