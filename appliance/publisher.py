@@ -3,8 +3,8 @@
 One `JanusPublisher` is one attempt: a Janus session and VideoRoom handle, a join as
 publisher, an aiortc peer connection offering only H.264 constrained baseline, and the
 wait for Janus's `webrtcup`. `wait_lost()` returns why it ended (Janus session lost,
-hangup, ICE failure); `close()` leaves the room and destroys the session, so no stale
-publisher keeps the seat.
+hangup, ICE failure), or raises the camera's SourceError when the camera failed;
+`close()` leaves the room and destroys the session, so no stale publisher keeps the seat.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from appliance.aiortc_glue import (
     replace_rtp_loop,
 )
 from appliance.rtp_loop import H264RtpLoop
-from appliance.sources.base import VideoSource
+from appliance.sources.base import SourceError, VideoSource
 from appliance.throttle import Throttle
 from appliance.track import H264PacketTrack
 from wire.janus import JanusHandle, JanusSession, JanusUnavailable
@@ -95,6 +95,7 @@ class JanusPublisher:
         self._handle: JanusHandle | None = None
         self._pc: RTCPeerConnection | None = None
         self._ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._camera_error: SourceError | None = None
         self._watch: asyncio.Task[None] | None = None
         self._keyframes = Throttle(source.request_keyframe)
 
@@ -119,8 +120,11 @@ class JanusPublisher:
         return feed
 
     async def wait_lost(self) -> str:
-        """Wait until publishing ended; returns the reason."""
-        return await asyncio.shield(self._ended)
+        """Wait until publishing ended; returns the reason (SourceError: the camera failed)."""
+        reason = await asyncio.shield(self._ended)
+        if self._camera_error is not None:
+            raise self._camera_error
+        return reason
 
     async def close(self) -> None:
         """Leave the room, close the peer connection, destroy the session. Never raises."""
@@ -155,7 +159,7 @@ class JanusPublisher:
     def _peer_connection(self) -> RTCPeerConnection:
         servers = [RTCIceServer(urls=url) for url in self._target.ice_servers]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))  # [] = no STUN at all
-        track = H264PacketTrack(self._source)
+        track = H264PacketTrack(self._source, on_source_failed=self._camera_failed)
         transceiver = pc.addTransceiver(track, direction="sendonly")
         transceiver.setCodecPreferences(h264_preferences())
         forward_feedback(
@@ -198,6 +202,11 @@ class JanusPublisher:
                     return
         except JanusUnavailable as error:
             self._end(f"Janus session lost: {error}")
+
+    def _camera_failed(self, error: SourceError) -> None:
+        if not self._ended.done():
+            self._camera_error = error
+        self._end(f"the camera failed: {error}")
 
     def _end(self, reason: str) -> None:
         if not self._ended.done():

@@ -1,7 +1,10 @@
 """The appliance supervisor: authenticate, publish, report, and start again when anything breaks.
 
-One attempt runs the chain slot server → `sender_init` → Janus publish → `set_feed_id`,
-then streams until the server connection, the Janus session or the peer connection ends.
+One attempt starts the camera if it is not running, then runs the chain slot server →
+`sender_init` → Janus publish → `set_feed_id`, and streams until the server connection, the
+Janus session or the peer connection ends, or the camera fails. A camera that fails (at
+start or while streaming) is stopped, reported as `camera failed` with its error, and
+started again by the next attempt: a camera that comes back streams again by itself.
 Between attempts: capped exponential backoff with jitter, reset once streaming; a refusal
 that needs a person (wrong token, slot not active) waits the longest delay. Every state
 change goes to the injected status sink (log, systemd, status file).
@@ -71,6 +74,7 @@ class Supervisor:
         self._sleep = sleep
         self._bitrate = BitrateGovernor(config.camera.bitrate, source.set_bitrate)
         self.status = Status(State.STARTING)
+        self._camera_running = False
 
     async def run(self) -> None:
         """Run until cancelled; cleans up (leaves the room, stops the camera) on the way out."""
@@ -79,7 +83,6 @@ class Supervisor:
             self._set(State.NOT_CONFIGURED, f"not configured yet: set {missing}")
             await asyncio.Event().wait()  # idle: status stays readable until stopped
         try:
-            await self._source.start()
             async with aiohttp.ClientSession() as http:
                 while True:
                     delay = await self._attempt(http)
@@ -99,6 +102,7 @@ class Supervisor:
         )
         publisher: JanusPublisher | None = None
         try:
+            await self._start_camera()
             self._set(State.CONNECTING, config.server.url)
             await client.connect()
             await client.authenticate(_slot(config), config.token)
@@ -121,6 +125,8 @@ class Supervisor:
             self._set(State.RETRYING, refusal.message)
         except SourceError as error:
             self._set(State.CAMERA_FAILED, str(error))
+            log.error("camera failed: %s", error)
+            await self._stop_camera()
         except _TRANSIENT as error:
             self._set(State.RETRYING, f"{type(error).__name__}: {error}")
         except Exception as error:  # the one broad catch of this loop: log, back off, retry
@@ -131,6 +137,15 @@ class Supervisor:
                 await publisher.close()
             await client.close()
         return self._backoff.next_delay()
+
+    async def _start_camera(self) -> None:
+        if not self._camera_running:
+            await self._source.start()
+            self._camera_running = True
+
+    async def _stop_camera(self) -> None:
+        self._camera_running = False
+        await self._source.stop()
 
     def _target(self) -> PublishTarget:
         janus = self._config.janus

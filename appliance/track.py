@@ -2,13 +2,15 @@
 
 Our RTP loop (`appliance.rtp_loop`) reads `next_unit()`; `recv()` offers the same units as
 `av.Packet`s to anything that reads the track the aiortc way. Timestamps are the camera's
-capture times, relative to the first unit (a keyframe), in microseconds.
+capture times, relative to the first unit (a keyframe), in microseconds. When the camera
+fails, the track ends and hands the camera's error to `on_source_failed`.
 """
 
 from __future__ import annotations
 
 import fractions
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -25,9 +27,14 @@ MICROSECONDS = fractions.Fraction(1, 1_000_000)
 class H264PacketTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, source: VideoSource) -> None:
+    def __init__(
+        self,
+        source: VideoSource,
+        on_source_failed: Callable[[SourceError], None] = lambda error: None,
+    ) -> None:
         super().__init__()
         self._source = source
+        self._on_source_failed = on_source_failed
         self._first_us: int | None = None
         self.sent_units = 0
 
@@ -46,6 +53,7 @@ class H264PacketTrack(MediaStreamTrack):
         except SourceError as error:
             log.error("camera source failed: %s", error)
             self.stop()
+            self._on_source_failed(error)
             raise MediaStreamError from error
         self.sent_units += 1
         return AccessUnit(unit.data, unit.timestamp_us - self._first_us, unit.keyframe)
