@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Build the CVH-Camera SD card image: Raspberry Pi OS Lite 64-bit (Bookworm) with the
-# appliance installed, for the Raspberry Pi Zero 2 W, 3, 4 and 5.
+# Build the CVH-Camera SD card image: Raspberry Pi OS Lite 64-bit with the appliance
+# installed, for the Raspberry Pi Zero 2 W, 3, 4 and 5. Trixie (Debian 13, Python 3.13, what
+# Raspberry Pi Imager offers today) by default; Bookworm (Debian 12, Python 3.11, "Legacy"
+# in Imager) with RELEASE=bookworm.
 #
 #   image/build-image.sh
 #
 # Writes to dist/:
-#   cvh-camera-<version>-arm64.img.xz                  the image (flash it with Raspberry Pi Imager)
+#   cvh-camera-<version>-arm64.img.xz                  the image (flash it with Raspberry Pi Imager;
+#                                                      Bookworm: cvh-camera-<version>-bookworm-arm64…)
 #   cvh-camera-<version>-arm64.img.xz.sha256
 #   cvh-camera-<version>-arm64.rpi-imager-manifest     opens the image in Raspberry Pi Imager 2
 #                                                      with its OS customisation enabled
@@ -19,9 +22,11 @@
 # emulated on x86_64, one to two hours.
 #
 # Settings (environment):
+#   RELEASE      trixie (default) or bookworm: the Raspberry Pi OS release
 #   PIGEN_MODE   docker (default when docker is installed) or native
 #   PI_GEN_REPO  pi-gen's git URL (default https://github.com/RPi-Distro/pi-gen.git)
-#   PI_GEN_REF   branch or tag (default bookworm-arm64: Raspberry Pi OS Bookworm, 64-bit)
+#   PI_GEN_REF   branch or tag (default: arm64 for Trixie, bookworm-arm64 for Bookworm; the
+#                64-bit branches of pi-gen)
 #   WORK_DIR     scratch space (default build/image)
 #   OUT_DIR      where the results go (default dist)
 #   IMAGE_URL    where the image will be downloaded from, for the Imager manifest
@@ -34,7 +39,19 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly REPO
 readonly IMAGE_SRC=$REPO/image
 PI_GEN_REPO=${PI_GEN_REPO:-https://github.com/RPi-Distro/pi-gen.git}
-PI_GEN_REF=${PI_GEN_REF:-bookworm-arm64}
+RELEASE=${RELEASE:-trixie}
+case "$RELEASE" in
+    # Imager's OS customisation (user, Wi-Fi, SSH) reaches Trixie through cloud-init and
+    # Bookworm through a firstrun.sh: the manifest must say which (init_format).
+    trixie) DEFAULT_REF=arm64 INIT_FORMAT=cloudinit-rpi SUFFIX= ;;
+    bookworm) DEFAULT_REF=bookworm-arm64 INIT_FORMAT=systemd SUFFIX=-bookworm ;;
+    *)
+        printf 'build-image: error: RELEASE must be trixie or bookworm, not %s\n' "$RELEASE" >&2
+        exit 2
+        ;;
+esac
+readonly RELEASE INIT_FORMAT SUFFIX
+PI_GEN_REF=${PI_GEN_REF:-$DEFAULT_REF}
 WORK_DIR=${WORK_DIR:-$REPO/build/image}
 OUT_DIR=${OUT_DIR:-$REPO/dist}
 if [ -z "${PIGEN_MODE:-}" ]; then
@@ -85,7 +102,7 @@ prepare_pi_gen() {
     {
         cat -- "$IMAGE_SRC/pi-gen/config"
         printf '\n# Added by image/build-image.sh\n'
-        printf 'IMG_FILENAME=%s\nARCHIVE_FILENAME=%s\n' "$NAME" "$NAME"
+        printf 'RELEASE=%s\nIMG_FILENAME=%s\nARCHIVE_FILENAME=%s\n' "$RELEASE" "$NAME" "$NAME"
     } >"$pi_gen/config"
     # stage2 exports the plain Lite image; only ours is wanted.
     touch -- "$pi_gen/stage2/SKIP_IMAGES"
@@ -127,12 +144,11 @@ collect_results() {
 
 write_manifest() {
     # A one-entry Raspberry Pi Imager OS list. Imager 2 offers its OS customisation
-    # (user, Wi-Fi, hostname, SSH) only for images whose init_format it knows: this
-    # Bookworm-based image takes the "systemd" (firstrun.sh) style, like Raspberry Pi OS
-    # Bookworm itself.
-    python3 - "$1" "$2" "$3" "$VERSION" <<'PY'
+    # (user, Wi-Fi, hostname, SSH) only for images whose init_format it knows, the one of
+    # the Raspberry Pi OS release underneath (INIT_FORMAT above).
+    python3 - "$1" "$2" "$3" "$VERSION" "$RELEASE" "$INIT_FORMAT" <<'PY'
 import datetime, hashlib, json, lzma, os, sys
-path, url, icon, version = sys.argv[1:5]
+path, url, icon, version, release, init_format = sys.argv[1:7]
 extracted, packed = hashlib.sha256(), hashlib.sha256()
 size = 0
 with open(path, "rb") as raw:
@@ -144,8 +160,8 @@ with lzma.open(path, "rb") as image:
         size += len(chunk)
 entry = {
     "name": f"CVH-Camera {version}",
-    "description": "Raspberry Pi OS Lite (64-bit) as a CVH-Camera: set server, slot and "
-    "token in cvh-camera.yaml on the boot partition",
+    "description": f"Raspberry Pi OS Lite (64-bit, {release.title()}) as a CVH-Camera: set "
+    "server, slot and token in cvh-camera.yaml on the boot partition",
     "icon": icon,
     "url": url,
     "extract_size": size,
@@ -153,7 +169,7 @@ entry = {
     "image_download_size": os.path.getsize(path),
     "image_download_sha256": packed.hexdigest(),
     "release_date": datetime.date.today().isoformat(),
-    "init_format": "systemd",
+    "init_format": init_format,
     "devices": ["pi5-64bit", "pi4-64bit", "pi3-64bit"],
 }
 json.dump({"os_list": [entry]}, sys.stdout, indent=2)
@@ -169,8 +185,8 @@ main() {
     command -v git >/dev/null || die "git is required"
     command -v python3 >/dev/null || die "python3 (3.11 or newer) is required"
     VERSION=$(project_version)
-    NAME=cvh-camera-$VERSION-arm64
-    say "building $NAME.img.xz (pi-gen $PI_GEN_REF, $PIGEN_MODE)"
+    NAME=cvh-camera-$VERSION$SUFFIX-arm64
+    say "building $NAME.img.xz (Raspberry Pi OS $RELEASE, pi-gen $PI_GEN_REF, $PIGEN_MODE)"
     mkdir -p -- "$WORK_DIR"
     build_wheel
     prepare_pi_gen
