@@ -234,6 +234,11 @@ install_wheel() {
             pip+=("$variable=${STAGING#"$ROOTFS"}/$variable.pem")
         fi
     done
+    # pip 24.2 and newer (Trixie's) verify through the system's trust store, which takes
+    # SSL_CERT_FILE, not PIP_CERT.
+    if [ "$LIVE" = 0 ] && [ -z "${SSL_CERT_FILE:-}" ] && [ -f "$STAGING/PIP_CERT.pem" ]; then
+        pip+=("SSL_CERT_FILE=${STAGING#"$ROOTFS"}/PIP_CERT.pem")
+    fi
     pip+=("$VENV/bin/python" -m pip install --no-cache-dir --prefer-binary
         --disable-pip-version-check --no-input)
     say "pip: installing $(basename -- "$WHEEL") with the appliance extra (this may take a while)"

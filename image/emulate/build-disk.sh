@@ -7,7 +7,9 @@
 # 1. the root file system: build-rootfs.sh's tarball, unpacked;
 # 2. image/install.sh ROOTFS WHEEL: the install step the SD image shares;
 # 3. the test-only files of guest/ (static network in the test's namespace, a report on the
-#    serial console), systemd-networkd enabled, systemd-firstboot masked;
+#    serial console, libcamera's virtual camera and what picamera2 needs to run on it, the
+#    picamera2 probe boot),
+#    systemd-networkd enabled, systemd-firstboot masked;
 # 4. OUTDIR/disk.img: an MBR disk with partition 1 FAT32 (the boot partition: what
 #    install.sh put under /boot/firmware) and partition 2 ext4 (the rest), made as separate
 #    files with mkfs.vfat + mcopy and mkfs.ext4 -d, partitioned with sfdisk and put together
@@ -100,12 +102,22 @@ awk -v want="$options" '$2 == "/boot/firmware" && $3 == "vfat" && index($4, want
 
 # --- 3: the test-only files ---
 for file in etc/systemd/network/10-cvh-test.network etc/resolv.conf \
-    etc/systemd/system/cvh-test-report.service; do
+    etc/systemd/system/cvh-test-report.service \
+    usr/share/libcamera/pipeline/virtual/virtual.yaml \
+    usr/local/lib/python3.13/dist-packages/cvh-test-camera.pth \
+    usr/local/lib/python3.13/dist-packages/cvh_test_camera.py \
+    etc/systemd/system/cvh-test-probe.service \
+    etc/systemd/system/cvh-camera.service.d/cvh-test-probe.conf \
+    etc/systemd/system/cvh-test-report.service.d/cvh-test-probe.conf; do
     install -D -m 0644 "$here/guest/$file" "$rootfs/$file"
 done
+install -D -m 0644 "$image_dir/../tests/image/picamera2_probe.py" \
+    "$rootfs/usr/local/lib/cvh-test/picamera2_probe.py"
+install -D -m 0755 "$here/guest/usr/local/sbin/cvh-test-probe" "$rootfs/usr/local/sbin/cvh-test-probe"
 install -D -m 0755 "$here/guest/usr/local/sbin/cvh-test-report" \
     "$rootfs/usr/local/sbin/cvh-test-report"
-systemctl --root="$rootfs" --quiet enable systemd-networkd.service cvh-test-report.service
+systemctl --root="$rootfs" --quiet enable systemd-networkd.service cvh-test-report.service \
+    cvh-test-probe.service
 systemctl --root="$rootfs" --quiet mask systemd-firstboot.service
 
 # --- 4: boot files, partitions, disk ---

@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Builds the emulated image's Debian bookworm arm64 root file system with mmdebstrap
+# Builds the emulated image's Debian trixie arm64 root file system with mmdebstrap: what
+# Raspberry Pi OS Trixie is built from, with what it adds for the camera where Debian has
+# it (libcamera 0.7 from trixie-backports, whose "virtual" pipeline handler is a software
+# camera; picamera2's Python dependencies) and picamera2 itself from PyPI, pinned
+# (rootfs-picamera2.sh). Built with mmdebstrap
 # (foreign architecture: needs qemu-aarch64 registered with binfmt_misc) and caches it as a
 # tarball keyed on this recipe: a second run with the same recipe only prints the path.
 #
@@ -13,14 +17,23 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${CVH_IMAGE_CACHE:-/var/cache/cvh-camera-image}
 
-SUITE=bookworm
+SUITE=trixie
 MIRROR=http://deb.debian.org/debian
 PACKAGES=(
     systemd systemd-sysv udev kmod dbus linux-image-arm64 initramfs-tools
     python3 python3-venv ca-certificates iproute2 dosfstools
+    # what Raspberry Pi OS's python3-picamera2 depends on, as far as Debian has it
+    python3-numpy python3-pil python3-piexif python3-prctl
 )
+# trixie's own libcamera 0.4 leaves the virtual camera's buffer metadata (bytesused) empty,
+# which picamera2 reads: the backport fills it. (Not libcamera-tools: its cam and qcam
+# bring Qt 6 and SDL.)
+BACKPORTS=(libcamera0.7 python3-libcamera libcamera-ipa)
+# Only to build PiDNG's C extension (rootfs-picamera2.sh purges them again).
+BUILD_ONLY=(gcc libc6-dev python3-dev python3-pip python3-setuptools)
 # Files whose content decides the rootfs: change one and the cache key changes.
-RECIPE=("$here/build-rootfs.sh" "$here/initramfs-modules")
+RECIPE=("$here/build-rootfs.sh" "$here/initramfs-modules" "$here/rootfs-picamera2.sh"
+    "$here/picamera2-requirements.txt")
 
 key=$(cat "${RECIPE[@]}" | sha256sum | cut -c1-16)
 tarball="$cache/rootfs-$key.tar"
@@ -41,6 +54,7 @@ trap 'rm -f "$partial"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+INCLUDE=("${PACKAGES[@]}" "${BACKPORTS[@]/%//$SUITE-backports}" "${BUILD_ONLY[@]}")
 modules=$(grep -v '^#' "$here/initramfs-modules" | grep .)
 start=$SECONDS
 echo "rootfs: building Debian $SUITE arm64 under emulation (a few minutes) → $tarball" >&2
@@ -52,7 +66,7 @@ timeout --kill-after=60 "${CVH_ROOTFS_TIMEOUT:-1800}" mmdebstrap \
     --architectures=arm64 \
     --variant=minbase \
     --format=tar \
-    --include="$(IFS=,; echo "${PACKAGES[*]}")" \
+    --include="$(IFS=,; echo "${INCLUDE[*]}")" \
     --aptopt='APT::Install-Recommends "false"' \
     --dpkgopt=force-unsafe-io \
     --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -65,6 +79,7 @@ timeout --kill-after=60 "${CVH_ROOTFS_TIMEOUT:-1800}" mmdebstrap \
         printf "MODULES=list\nCOMPRESS=gzip\n" > "$1/etc/initramfs-tools/conf.d/qemu-virt.conf"' \
     --customize-hook="printf '%s\n' $(printf '%q ' $modules) > \"\$1/etc/initramfs-tools/modules\"" \
     --customize-hook='chroot "$1" update-initramfs -u -k all' \
+    --customize-hook="$(printf '%q ' "$here/rootfs-picamera2.sh") \"\$1\" ${BUILD_ONLY[*]}" \
     --customize-hook='echo cvh-camera > "$1/etc/hostname"' \
     --customize-hook='echo "# no name server (the test network has none)" > "$1/etc/resolv.conf"' \
     --customize-hook='mkdir -p "$1/boot/firmware"' \
@@ -74,6 +89,7 @@ timeout --kill-after=60 "${CVH_ROOTFS_TIMEOUT:-1800}" mmdebstrap \
     "$SUITE" "$partial" \
     "deb $MIRROR $SUITE main" \
     "deb $MIRROR $SUITE-updates main" \
+    "deb $MIRROR $SUITE-backports main" \
     "deb http://deb.debian.org/debian-security $SUITE-security main"
 mv "$partial" "$tarball"
 trap - EXIT

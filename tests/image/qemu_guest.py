@@ -231,6 +231,8 @@ def guest_figures(guest: Guest) -> dict[str, Any]:
         name, _, stamp = line.partition(" ")
         if stamp.strip().isdigit() and int(stamp) > 0:
             figures.setdefault("reached_s", {})[name] = round(int(stamp) / 1e6, 2)
+    figures["journal"] = guest.lines("journal ")
+    figures["probe_log"] = guest.lines("probe-log ")
     unit = guest.lines("unit ")
     figures["unit"] = unit[0] if unit else None
     system = guest.lines("system ")
