@@ -61,6 +61,10 @@ class Picamera2Api:
     output_base: Any  # outputs.Output, the class our output subclasses
     # Sets the bitrate on a running hardware encoder's open V4L2 device; OSError if refused.
     bitrate_control: Callable[[Any, int], None] = set_bitrate_control
+    # Whether the software encoder's force_key_frame works with the PyAV installed: picamera2
+    # sets `frame.pict_type = "I"`, which PyAV 14 and newer refuse (TypeError), and the error
+    # kills picamera2's request thread. Where it does not, a keyframe is had by a restart.
+    software_can_force: bool = True
 
 
 def load_picamera2() -> Picamera2Api:
@@ -78,7 +82,22 @@ def load_picamera2() -> Picamera2Api:
     # binds H264Encoder to LibavH264Encoder.
     if getattr(encoders, "_hw_encoder_available", True) is False or hardware is software:
         hardware = None
-    return Picamera2Api(picamera2.Picamera2, hardware, software, outputs.Output)
+    return Picamera2Api(
+        picamera2.Picamera2, hardware, software, outputs.Output,
+        software_can_force=_pyav_takes_string_picture_types(),
+    )  # fmt: skip
+
+
+def _pyav_takes_string_picture_types() -> bool:
+    """What picamera2's LibavH264Encoder does to force a keyframe, tried on a spare frame."""
+    try:
+        av = importlib.import_module("av")
+        av.VideoFrame(16, 16, "yuv420p").pict_type = "I"
+    except (ImportError, TypeError, ValueError, AttributeError) as exc:
+        log.info("picamera2's software encoder cannot force keyframes here (PyAV: %s): "
+                 "a keyframe is had by restarting it", exc)  # fmt: skip
+        return False
+    return True
 
 
 class Picamera2Source(ThreadedSource):
@@ -235,6 +254,9 @@ class _CameraSession:
         return factory(**settings)
 
     def force_keyframe(self) -> None:
+        if self._software and not self._api.software_can_force:
+            self.restart_encoder(self._source.bitrate, why="for a keyframe")
+            return
         force = getattr(self._encoder, "force_key_frame", None)
         if force is not None:
             force()
@@ -269,9 +291,10 @@ class _CameraSession:
         self.restart_encoder(bitrate)
         return True
 
-    def restart_encoder(self, bitrate: int) -> None:
+    def restart_encoder(self, bitrate: int, why: str = "") -> None:
         kind = "software" if self._software else "hardware"
-        log.info("source=picamera2 bitrate=%d: restarting the %s encoder", bitrate, kind)
+        log.info("source=picamera2 bitrate=%d: restarting the %s encoder%s", bitrate, kind,
+                 f" {why}" if why else "")  # fmt: skip
         encoder, self._encoder = self._encoder, None
         self._camera.stop_encoder(encoder)
         self._sink.new_epoch()

@@ -103,11 +103,12 @@ awk -v want="$options" '$2 == "/boot/firmware" && $3 == "vfat" && index($4, want
 # --- 3: the test-only files ---
 for file in etc/systemd/network/10-cvh-test.network etc/resolv.conf \
     etc/systemd/system/cvh-test-report.service \
-    usr/share/libcamera/pipeline/virtual/virtual.yaml \
+    usr/share/libcamera/pipeline/virtual/virtual.yaml etc/udev/rules.d/60-cvh-test-udmabuf.rules \
     usr/local/lib/python3.13/dist-packages/cvh-test-camera.pth \
     usr/local/lib/python3.13/dist-packages/cvh_test_camera.py \
     etc/systemd/system/cvh-test-probe.service \
     etc/systemd/system/cvh-camera.service.d/cvh-test-probe.conf \
+    etc/systemd/system/cvh-camera.service.d/cvh-test-udmabuf.conf \
     etc/systemd/system/cvh-test-report.service.d/cvh-test-probe.conf; do
     install -D -m 0644 "$here/guest/$file" "$rootfs/$file"
 done

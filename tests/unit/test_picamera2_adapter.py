@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from appliance.sources import h264
+from appliance.sources import h264, picamera2_source
 from appliance.sources.base import AccessUnit, SourceError
 from appliance.sources.picamera2_source import (
     MISSING_MESSAGE,
@@ -233,6 +233,41 @@ async def test_request_keyframe_reaches_the_encoder() -> None:
     finally:
         await src.stop()
     assert src.stats.forced_keyframes == 1
+
+
+async def test_a_software_encoder_that_cannot_force_is_restarted_for_a_keyframe(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # picamera2's LibavH264Encoder forces a keyframe with `frame.pict_type = "I"`, which
+    # PyAV 14 and newer refuse, killing picamera2's request thread (seen in the emulated image)
+    camera = FakeCamera(interval=0.005)
+    api = dataclasses.replace(fake_api(camera, hardware=False), software_can_force=False)
+    src = make_source(api, keyframe_interval=1000)
+    caplog.set_level(logging.INFO, "appliance.sources.picamera2_source")
+    await src.start()
+    try:
+        assert (await src.next_unit()).keyframe
+        src.request_keyframe()
+        await wait_until(lambda: len(camera.encoders) == 2)
+        while not (await src.next_unit()).keyframe:
+            pass
+    finally:
+        await src.stop()
+    assert [encoder.forced for encoder in camera.encoders] == [0, 0]
+    assert camera.encoders[1].settings["bitrate"] == src.bitrate
+    assert "restarting the software encoder for a keyframe" in caplog.text
+    assert src.stats.forced_keyframes == 1
+
+
+def test_the_loader_tells_whether_pyav_takes_picamera2s_keyframe_request() -> None:
+    av = pytest.importorskip("av")
+    frame = av.VideoFrame(16, 16, "yuv420p")
+    try:
+        frame.pict_type = "I"
+        expected = True
+    except TypeError:
+        expected = False
+    assert picamera2_source._pyav_takes_string_picture_types() is expected
 
 
 async def test_set_bitrate_restarts_the_encoder_and_keeps_timestamps_increasing() -> None:

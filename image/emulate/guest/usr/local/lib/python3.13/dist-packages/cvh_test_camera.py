@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import mmap
 import sys
 import types
 from typing import Any
@@ -43,12 +44,34 @@ def _patch_picamera2(module: Any) -> None:
     import libcamera
 
     # 3. Buffers: picamera2 allocates them from /dev/dma_heap by default, which Debian's
-    #    arm64 kernel does not have; libcamera's own allocator works anywhere, but it needs
-    #    the open camera. An empty allocator holds the default's place until then.
+    #    arm64 kernel does not have; libcamera's own allocator works here, but it needs the
+    #    open camera (an empty allocator holds the default's place until then), and its
+    #    mapping of a frame is closed after each use while the software encoder still holds
+    #    views of it (BufferError): like the default allocator, map each buffer once.
     allocators = sys.modules["picamera2.allocators"]
 
     class NoDmaHeap(allocators.Allocator):  # type: ignore[misc,name-defined]
         pass
+
+    class MappedOnce:
+        def __init__(self, allocator: Any, buffer: Any, write: bool) -> None:
+            self._maps, self._buffer = allocator.maps, buffer
+
+        def __enter__(self) -> mmap.mmap:
+            if self._buffer not in self._maps:
+                length = sum(plane.length for plane in self._buffer.planes)
+                fd = self._buffer.planes[0].fd
+                self._maps[self._buffer] = mmap.mmap(fd, length, mmap.MAP_SHARED)
+            return self._maps[self._buffer]
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    class LibcameraBuffers(allocators.LibcameraAllocator):  # type: ignore[misc,name-defined]
+        def __init__(self, camera: Any) -> None:
+            super().__init__(camera)
+            self.maps: dict[Any, mmap.mmap] = {}
+            self.sync = MappedOnce
 
     module.DmaAllocator = NoDmaHeap
     open_camera = module.Picamera2.__init__
@@ -56,7 +79,7 @@ def _patch_picamera2(module: Any) -> None:
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         open_camera(self, *args, **kwargs)
         if isinstance(self.allocator, NoDmaHeap):
-            self.allocator = allocators.LibcameraAllocator(self.camera)
+            self.allocator = LibcameraBuffers(self.camera)
 
     module.Picamera2.__init__ = init
 
