@@ -6,8 +6,9 @@ Janus session or the peer connection ends, or the camera fails. A camera that fa
 start or while streaming) is stopped, reported as `camera failed` with its error, and
 started again by the next attempt: a camera that comes back streams again by itself.
 Between attempts: capped exponential backoff with jitter, reset once streaming; a refusal
-that needs a person (wrong token, slot not active) waits the longest delay. Every state
-change goes to the injected status sink (log, systemd, status file).
+that needs a person (a wrong token) waits the longest delay; a slot not activated yet is
+retried on the normal backoff. Every state change goes to the injected status sink (log,
+systemd, status file).
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ calls never race. The control thread also watches for a camera that stopped deli
 Encoder. `H264Encoder(bitrate, repeat=True, iperiod=keyframe_interval, profile="baseline")`:
 the Pi's hardware encoder. Where picamera2 reports no hardware encoder (the Pi 5), or the
 hardware encoder fails to start, picamera2's `LibavH264Encoder` (software x264) with the same
-settings takes its place, and the log says so.
+settings takes its place, and the log says so. Where the installed PyAV refuses what
+picamera2's software encoder does to force a keyframe (PyAV 14 and newer), a keyframe
+request restarts that encoder instead (it begins with an IDR).
 
 Bitrate. On the hardware encoder, `set_bitrate` sets the V4L2 bitrate control on the device
 the running encoder has open (`v4l2_control`): at once, no frame lost. Where that is not

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import threading
@@ -40,7 +41,7 @@ class Recorder(logging.Handler):
 class Tap:
     """Wraps the real picamera2 objects just enough to see what they do: every encoder
     started (class, bitrate), every outputframe call (picamera2's timestamp, its thread,
-    whether picamera2's lock was held), and the cameras made."""
+    whether it came with an av.Packet), and the cameras made."""
 
     def __init__(self, api: Picamera2Api) -> None:
         self.api = api
@@ -57,26 +58,32 @@ class Tap:
         start_encoder = camera.start_encoder
 
         def tapped_start(encoder: Any, output: Any, *args: Any, **kwargs: Any) -> Any:
-            epoch = len(self.encoders)
             self.encoders.append({"class": type(encoder).__name__,
                                   "bitrate": getattr(encoder, "bitrate", None)})  # fmt: skip
-            deliver = output.outputframe
-
-            def outputframe(frame: Any, keyframe: bool = True, timestamp: Any = None,
-                            packet: Any = None, audio: bool = False) -> None:  # fmt: skip
-                self.frames.append({
-                    "epoch": epoch, "timestamp": timestamp, "keyframe": bool(keyframe),
-                    "main_thread": threading.current_thread() is threading.main_thread(),
-                    "lock_held": bool(getattr(camera, "lock", None) and camera.lock.locked()),
-                    "packet": packet is not None,
-                })  # fmt: skip
-                deliver(frame, keyframe, timestamp, packet, audio)
-
-            output.outputframe = outputframe
+            if not hasattr(output, "delivered_by_tap"):  # the same output for every encoder
+                output.delivered_by_tap = output.outputframe
+                output.outputframe = functools.partial(self._outputframe, camera, output)
             return start_encoder(encoder, output, *args, **kwargs)
 
         camera.start_encoder = tapped_start
         return camera
+
+    def _outputframe(
+        self,
+        camera: Any,
+        output: Any,
+        frame: Any,
+        keyframe: bool = True,
+        timestamp: Any = None,
+        packet: Any = None,
+        audio: bool = False,
+    ) -> None:
+        self.frames.append({
+            "epoch": len(self.encoders) - 1, "timestamp": timestamp, "keyframe": bool(keyframe),
+            "main_thread": threading.current_thread() is threading.main_thread(),
+            "packet": packet is not None,
+        })  # fmt: skip
+        output.delivered_by_tap(frame, keyframe, timestamp, packet, audio)
 
 
 def describe(unit: AccessUnit) -> dict[str, Any]:
@@ -90,6 +97,18 @@ def describe(unit: AccessUnit) -> dict[str, Any]:
 async def take(source: Picamera2Source, count: int) -> list[dict[str, Any]]:
     return [describe(await asyncio.wait_for(source.next_unit(), UNIT_TIMEOUT))
             for _ in range(count)]  # fmt: skip
+
+
+async def take_until(
+    source: Picamera2Source, recorder: Recorder, logged: str
+) -> list[dict[str, Any]]:
+    """Units until the log says `logged` (the virtual camera is not paced: units come as
+    fast as it draws them, so a count of units says nothing about time)."""
+    units: list[dict[str, Any]] = []
+    async with asyncio.timeout(UNIT_TIMEOUT):
+        while not any(logged in line for line in recorder.lines):
+            units += await take(source, 1)
+    return units
 
 
 async def probe(args: argparse.Namespace, recorder: Recorder) -> dict[str, Any]:
@@ -112,7 +131,10 @@ async def probe(args: argparse.Namespace, recorder: Recorder) -> dict[str, Any]:
         source.request_keyframe()
         report["after_force"] = await take(source, interval - 2)
         source.set_bitrate(args.bitrate // 2)
-        report["after_bitrate"] = await take(source, 2 * interval)
+        report["after_bitrate"] = await take_until(
+            source, recorder, f"bitrate={args.bitrate // 2}: restarting"
+        )
+        report["after_bitrate"] += await take(source, interval)
         await source.stop()
         await source.start()
         report["after_restart"] = await take(source, interval + 2)
