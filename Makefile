@@ -37,7 +37,7 @@ unit: setup
 integration: setup
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-image-test: setup  ## the SD image end to end in an emulated arm64 machine (root; cold ~10 min, warm ~2.5 min)
+image-test: setup  ## the SD image end to end in an emulated arm64 machine (root; cold ~22 min, warm ~5 min)
 	image/emulate/prepare-host.sh
 	image/emulate/build-rootfs.sh >/dev/null
 	CVH_IMAGE_TEST=1 $(BIN)/python -m pytest tests/image $(PYTEST_ARGS)
