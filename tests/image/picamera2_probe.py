@@ -62,7 +62,7 @@ class Tap:
                                   "bitrate": getattr(encoder, "bitrate", None)})  # fmt: skip
             if not hasattr(output, "delivered_by_tap"):  # the same output for every encoder
                 output.delivered_by_tap = output.outputframe
-                output.outputframe = functools.partial(self._outputframe, camera, output)
+                output.outputframe = functools.partial(self._outputframe, output)
             return start_encoder(encoder, output, *args, **kwargs)
 
         camera.start_encoder = tapped_start
@@ -70,7 +70,6 @@ class Tap:
 
     def _outputframe(
         self,
-        camera: Any,
         output: Any,
         frame: Any,
         keyframe: bool = True,

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.image.conftest import IMAGE_TEST, SKIP_REASON, Image, boot, run, write_yaml
-from tests.image.rig import guest_yaml
+from tests.image.conftest import IMAGE_TEST, SKIP_REASON, Image, boot, run
 
 INTERVAL, FPS, BITRATE = 10, 10, 400_000  # the probe's defaults
 SPS, PPS, IDR = 7, 8, 5
@@ -36,7 +35,6 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def report(image: Image, netns: str) -> Iterator[dict[str, Any]]:
-    write_yaml(image, guest_yaml(320, 240, FPS))
     marker = image.workdir / "cvh-test-probe"
     marker.write_text("the picamera2 probe boot (tests/image/test_picamera2_adapter.py)\n")
     run(["mcopy", "-o", "-i", image.fat, str(marker), MARKER])
