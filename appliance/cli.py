@@ -13,11 +13,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from appliance.config import ApplianceConfig, ConfigError, describe, load_appliance_config
-from appliance.runtime import running_appliance
-from appliance.status import StatusReporter
-from wire.eventloop import new_event_loop
-from wire.logsetup import setup_logging
+from cvh_camera.appliance.config import (
+    ApplianceConfig,
+    ConfigError,
+    describe,
+    load_appliance_config,
+)
+from cvh_camera.appliance.runtime import running_appliance
+from cvh_camera.appliance.status import StatusReporter
+from cvh_camera.eventloop import new_event_loop
+from cvh_camera.logsetup import setup_logging
 
 log = logging.getLogger(__name__)
 

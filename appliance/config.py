@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from wire.secrets import mask
-from wire.yamlconfig import (
+from cvh_camera.secrets import mask
+from cvh_camera.yamlconfig import (
     LOG_LEVEL,
     NONEMPTY,
     STRING,

@@ -25,18 +25,18 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from appliance.aiortc_glue import (
+from cvh_camera.appliance.aiortc_glue import (
     AiortcChanged,
     forward_feedback,
     h264_preferences,
     replace_rtp_loop,
 )
-from appliance.rtp_loop import H264RtpLoop
-from appliance.sources.base import SourceError, VideoSource
-from appliance.throttle import Throttle
-from appliance.track import H264PacketTrack
-from wire.janus import JanusHandle, JanusSession, JanusUnavailable
-from wire.tasks import stop_tasks
+from cvh_camera.appliance.rtp_loop import H264RtpLoop
+from cvh_camera.appliance.sources.base import SourceError, VideoSource
+from cvh_camera.appliance.throttle import Throttle
+from cvh_camera.appliance.track import H264PacketTrack
+from cvh_camera.janus import JanusHandle, JanusSession, JanusUnavailable
+from cvh_camera.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 

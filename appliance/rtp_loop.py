@@ -22,8 +22,8 @@ from typing import Protocol
 
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 
-from appliance import h264_payload
-from appliance.sources.base import AccessUnit
+from cvh_camera.appliance import h264_payload
+from cvh_camera.appliance.sources.base import AccessUnit
 
 log = logging.getLogger(__name__)
 

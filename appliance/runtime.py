@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from appliance.config import ApplianceConfig
-from appliance.sdnotify import SystemdNotifier
-from appliance.sources import create_source
-from appliance.sources.base import VideoSource
-from appliance.status import StatusReporter, status_http
-from appliance.supervisor import State, Status, Supervisor
-from wire.tasks import stop_tasks
+from cvh_camera.appliance.config import ApplianceConfig
+from cvh_camera.appliance.sdnotify import SystemdNotifier
+from cvh_camera.appliance.sources import create_source
+from cvh_camera.appliance.sources.base import VideoSource
+from cvh_camera.appliance.status import StatusReporter, status_http
+from cvh_camera.appliance.supervisor import State, Status, Supervisor
+from cvh_camera.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 

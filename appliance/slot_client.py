@@ -14,7 +14,7 @@ from typing import Any
 
 import socketio
 
-from appliance.publisher import PublishedFeed
+from cvh_camera.appliance.publisher import PublishedFeed
 
 log = logging.getLogger(__name__)
 

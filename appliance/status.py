@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance.supervisor import State, Status
+from cvh_camera.appliance.supervisor import State, Status
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from appliance.bitrate import BitrateGovernor
-from appliance.config import ApplianceConfig
-from appliance.publisher import JanusPublisher, PublishTarget
-from appliance.slot_client import ServerUnreachable, SlotClient, SlotRejected
-from appliance.sources.base import SourceError, VideoSource
-from wire.backoff import Backoff
-from wire.janus import JanusError, JanusUnavailable
+from cvh_camera.appliance.bitrate import BitrateGovernor
+from cvh_camera.appliance.config import ApplianceConfig
+from cvh_camera.appliance.publisher import JanusPublisher, PublishTarget
+from cvh_camera.appliance.slot_client import ServerUnreachable, SlotClient, SlotRejected
+from cvh_camera.appliance.sources.base import SourceError, VideoSource
+from cvh_camera.backoff import Backoff
+from cvh_camera.janus import JanusError, JanusUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from appliance.sources.base import AccessUnit, SourceError, VideoSource
+from cvh_camera.appliance.sources.base import AccessUnit, SourceError, VideoSource
 
 log = logging.getLogger(__name__)
 

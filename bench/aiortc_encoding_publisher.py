@@ -35,9 +35,9 @@ import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from appliance.aiortc_glue import h264_preferences
-from wire.janus import JanusHandle, JanusSession
-from wire.logsetup import setup_logging
+from cvh_camera.appliance.aiortc_glue import h264_preferences
+from cvh_camera.janus import JanusHandle, JanusSession
+from cvh_camera.logsetup import setup_logging
 
 log = logging.getLogger("bench.aiortc_encoding_publisher")
 

@@ -24,15 +24,15 @@ import signal
 import sys
 from pathlib import Path
 
-from appliance.config import ApplianceConfig, ConfigError, load_appliance_config
-from appliance.runtime import camera_source
-from appliance.sources import AccessUnit, SourceStats, VideoSource, h264
-from appliance.sources.filesource import load_access_units
-from appliance.sources.paced import PacedSource
-from appliance.supervisor import Status, Supervisor
-from wire.eventloop import new_event_loop
-from wire.logsetup import setup_logging
-from wire.tasks import stop_tasks
+from cvh_camera.appliance.config import ApplianceConfig, ConfigError, load_appliance_config
+from cvh_camera.appliance.runtime import camera_source
+from cvh_camera.appliance.sources import AccessUnit, SourceStats, VideoSource, h264
+from cvh_camera.appliance.sources.filesource import load_access_units
+from cvh_camera.appliance.sources.paced import PacedSource
+from cvh_camera.appliance.supervisor import Status, Supervisor
+from cvh_camera.eventloop import new_event_loop
+from cvh_camera.logsetup import setup_logging
+from cvh_camera.tasks import stop_tasks
 
 log = logging.getLogger("bench.appliance_variant")
 VARIANTS = ("no-keyframe-requests", "thread-handoff")

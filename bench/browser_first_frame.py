@@ -34,7 +34,7 @@ import socketio
 import yaml
 from playwright.async_api import Page
 
-from cvh_camera.chromium import CHROMIUM, chromium
+from tests.support.chromium import CHROMIUM, chromium
 
 HERE = Path(__file__).resolve().parent
 # Resolves with the wall-clock ms of the first decoded frame of slot 0 (not yet shown: waits).

@@ -61,8 +61,8 @@ from procs import (
     write_legacy_config,
 )
 
+from cvh_camera.janus import JanusSession
 from cvh_camera.janus_local import find_free_port
-from wire.janus import JanusSession
 
 HOST = "127.0.0.1"
 SIO_PATH = "/socket.io"  # both servers' default (the original's socket.io: /socket.io/)

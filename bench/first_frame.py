@@ -53,8 +53,8 @@ from appliance_rig import (
     start_server,
 )
 
-from appliance.sources.synthetic import read_counter
-from cvh_camera.viewer import FeedViewer
+from tests.support.counter import read_counter
+from tests.support.viewer import FeedViewer
 
 BENCH_DIR = Path(__file__).resolve().parent
 SECTION = "## First frame after subscribe (appliance)"

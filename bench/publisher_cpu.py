@@ -58,8 +58,8 @@ from appliance_rig import (
     start_server,
 )
 
-from appliance.sources.synthetic import record_test_stream
-from cvh_camera.viewer import FeedViewer
+from cvh_camera.appliance.sources.synthetic import record_test_stream
+from tests.support.viewer import FeedViewer
 
 BENCH_DIR = Path(__file__).resolve().parent
 SECTION = "## Publisher CPU (appliance)"

@@ -23,11 +23,11 @@ from pathlib import Path
 from aiohttp import web
 from procs import raise_nofile
 
-from server.app import SHUTDOWN_GRACE, create_app
-from server.cli import load, tune_garbage_collector
-from server.config import ConfigError, describe
-from wire.eventloop import new_event_loop
-from wire.logsetup import setup_logging
+from cvh_camera.eventloop import new_event_loop
+from cvh_camera.logsetup import setup_logging
+from cvh_camera.server.app import SHUTDOWN_GRACE, create_app
+from cvh_camera.server.cli import load, tune_garbage_collector
+from cvh_camera.server.config import ConfigError, describe
 
 log = logging.getLogger("bench.serve")
 

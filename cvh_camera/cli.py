@@ -11,13 +11,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvh-camera", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    from server import cli as server_cli
+    from cvh_camera.server import cli as server_cli
 
     server_parser = commands.add_parser("server", help="run the slot server")
     server_cli.add_arguments(server_parser)
     server_parser.set_defaults(run=server_cli.run)
 
-    from appliance import cli as appliance_cli
+    from cvh_camera.appliance import cli as appliance_cli
 
     appliance_parser = commands.add_parser("appliance", help="run the camera appliance")
     appliance_cli.add_arguments(appliance_parser)

@@ -18,12 +18,18 @@ from pathlib import Path
 
 from aiohttp import web
 
-from appliance.config import ApplianceConfig, CameraSettings, JanusLink, ServerLink, StatusSettings
-from appliance.runtime import running_appliance
+from cvh_camera.appliance.config import (
+    ApplianceConfig,
+    CameraSettings,
+    JanusLink,
+    ServerLink,
+    StatusSettings,
+)
+from cvh_camera.appliance.runtime import running_appliance
 from cvh_camera.janus_local import LocalJanus, find_free_port, make_local_janus
-from server.app import ROOM, SHUTDOWN_GRACE, create_app
-from server.config import JanusSettings, PreactivatedSlot, ServerConfig
-from wire.logsetup import setup_logging
+from cvh_camera.logsetup import setup_logging
+from cvh_camera.server.app import ROOM, SHUTDOWN_GRACE, create_app
+from cvh_camera.server.config import JanusSettings, PreactivatedSlot, ServerConfig
 
 log = logging.getLogger(__name__)
 

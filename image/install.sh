@@ -247,7 +247,7 @@ install_wheel() {
     in_root "${pip[@]}" --no-deps --force-reinstall --quiet "$wheel_in_root"
     rm -rf -- "$STAGING"
     STAGING=""
-    in_root "$VENV/bin/python" -c "import appliance.cli, aiortc" ||
+    in_root "$VENV/bin/python" -c "import cvh_camera.appliance.cli, aiortc" ||
         die "the installed appliance cannot be imported in $ROOTFS"
     say "pip: cvh-camera $(in_root "$VENV/bin/python" -c \
         "import importlib.metadata as m; print(m.version('cvh-camera'))") installed"

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cvh_camera.chromium import chromium
+from tests.support.chromium import chromium
 
 
 async def main(target: Path) -> None:

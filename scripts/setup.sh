@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian/Ubuntu machine:
 # system packages (Janus, Chromium for the browser tests, Node.js/npm for the pages'
-# socket.io client, Python venv support), the project in .venv with its extras, and the
+# socket.io client, Python venv support), the project in .venv with its locked
+# dependencies (requirements/dev.txt, `make lock` refreshes it), and the
 # browser pages' assets. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,13 +47,16 @@ pip_install() {
     rm -f "$log"
 }
 
+# The locked dependencies (requirements/dev.txt, hashes checked), then the project itself,
+# editable, built with the locked setuptools.
 stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ requirements/dev.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-    echo "setup: installing the project into .venv"
-    pip_install -q --upgrade pip
-    pip_install -q -e '.[test,bench]'
-    .venv/bin/python -c "import server, socketio, aiohttp, aiortc, playwright" # fail loudly
+    echo "setup: installing the locked dependencies and the project into .venv"
+    pip_install -q --require-hashes --no-deps -r requirements/dev.txt
+    pip_install -q --no-deps --no-build-isolation -e .
+    .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check >&2; exit 1; }
+    .venv/bin/python -c "import cvh_camera.server.app, cvh_camera.appliance.cli, playwright"
     touch "$stamp"
 fi
 

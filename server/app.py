@@ -16,20 +16,20 @@ from typing import IO, Any
 
 from aiohttp import web
 
-from server.attempts import AttemptLimiter
-from server.config import ServerConfig
-from server.controller import ControllerInput, handle_line
-from server.engine import SlotSocketServer
-from server.janus_room import JanusRoom
-from server.notify import NoNotify, NotifyFile
-from server.origins import OriginPolicy
-from server.outbox import SocketOutbox
-from server.pages import add_pages
-from server.seats import SeatGuard
-from server.service import SlotService
-from server.slots import SlotTable
-from server.socketio_handlers import register_handlers
-from wire.tasks import stop_tasks
+from cvh_camera.server.attempts import AttemptLimiter
+from cvh_camera.server.config import ServerConfig
+from cvh_camera.server.controller import ControllerInput, handle_line
+from cvh_camera.server.engine import SlotSocketServer
+from cvh_camera.server.janus_room import JanusRoom
+from cvh_camera.server.notify import NoNotify, NotifyFile
+from cvh_camera.server.origins import OriginPolicy
+from cvh_camera.server.outbox import SocketOutbox
+from cvh_camera.server.pages import add_pages
+from cvh_camera.server.seats import SeatGuard
+from cvh_camera.server.service import SlotService
+from cvh_camera.server.slots import SlotTable
+from cvh_camera.server.socketio_handlers import register_handlers
+from cvh_camera.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 

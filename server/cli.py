@@ -12,11 +12,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server.app import SHUTDOWN_GRACE, create_app
-from server.config import ConfigError, ServerConfig, describe, load_server_config
-from server.legacy_config import load_legacy_config
-from wire.eventloop import new_event_loop
-from wire.logsetup import setup_logging
+from cvh_camera.eventloop import new_event_loop
+from cvh_camera.logsetup import setup_logging
+from cvh_camera.server.app import SHUTDOWN_GRACE, create_app
+from cvh_camera.server.config import ConfigError, ServerConfig, describe, load_server_config
+from cvh_camera.server.legacy_config import load_legacy_config
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from wire.secrets import mask
-from wire.yamlconfig import (
+from cvh_camera.secrets import mask
+from cvh_camera.yamlconfig import (
     HTTP_URL,
     LOG_LEVEL,
     LOG_LEVELS,

@@ -15,9 +15,9 @@ import stat
 from collections.abc import Callable
 from typing import IO
 
-from server.service import CommandRejected, SlotService
-from server.slots import CORNERS, GEOMETRY_COMMANDS, VISIBILITY_COMMANDS, SlotCommand
-from wire.secrets import mask
+from cvh_camera.secrets import mask
+from cvh_camera.server.service import CommandRejected, SlotService
+from cvh_camera.server.slots import CORNERS, GEOMETRY_COMMANDS, VISIBILITY_COMMANDS, SlotCommand
 
 log = logging.getLogger(__name__)
 

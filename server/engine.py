@@ -31,7 +31,7 @@ import socketio
 from engineio import async_socket
 from engineio import packet as eio_packet
 
-from server.websocket import SocketQueue, WebSocketLink, packet_frame
+from cvh_camera.server.websocket import SocketQueue, WebSocketLink, packet_frame
 
 _SEND_PING = async_socket.AsyncSocket._send_ping
 

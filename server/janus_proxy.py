@@ -25,7 +25,8 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 from aiohttp import web
 
-from server.janus_filter import (
+from cvh_camera.secrets import mask
+from cvh_camera.server.janus_filter import (
     MAX_BODY,
     REFUSED,
     BadBody,
@@ -37,7 +38,6 @@ from server.janus_filter import (
     transaction_of,
     where_of,
 )
-from wire.secrets import mask
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,17 @@ from typing import Any
 
 import aiohttp
 
-from server.config import JanusSettings
-from wire.backoff import Backoff
-from wire.janus import JanusError, JanusHandle, JanusSession, JanusUnavailable, send_plugin_message
-from wire.secrets import mask
-from wire.tasks import stop_tasks
+from cvh_camera.backoff import Backoff
+from cvh_camera.janus import (
+    JanusError,
+    JanusHandle,
+    JanusSession,
+    JanusUnavailable,
+    send_plugin_message,
+)
+from cvh_camera.secrets import mask
+from cvh_camera.server.config import JanusSettings
+from cvh_camera.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 

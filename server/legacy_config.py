@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from server.config import (
+from cvh_camera.server.config import (
     BITRATE_RANGE,
     DOCUMENTED_SECRET,
     PORT_RANGE,

@@ -20,7 +20,7 @@ from typing import Any
 
 from socketio import packet as sio_packet
 
-from server.engine import SlotSocketServer
+from cvh_camera.server.engine import SlotSocketServer
 
 log = logging.getLogger(__name__)
 

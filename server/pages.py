@@ -9,8 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server.config import ServerConfig
-from server.janus_proxy import PROXY_PATH, add_janus_proxy
+from cvh_camera.server.config import ServerConfig
+from cvh_camera.server.janus_proxy import PROXY_PATH, add_janus_proxy
 
 log = logging.getLogger(__name__)
 

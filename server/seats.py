@@ -31,10 +31,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
-from server.janus_room import Participant, RoomUnavailable, Roster
-from server.payloads import FeedReport, refused, shown
-from server.service import SlotService
-from server.slots import FeedId
+from cvh_camera.server.janus_room import Participant, RoomUnavailable, Roster
+from cvh_camera.server.payloads import FeedReport, refused, shown
+from cvh_camera.server.service import SlotService
+from cvh_camera.server.slots import FeedId
 
 log = logging.getLogger(__name__)
 

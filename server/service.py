@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from server.payloads import (
+from cvh_camera.secrets import mask
+from cvh_camera.server.payloads import (
     INVALID_TOKEN,
     FeedReport,
     Refusal,
@@ -32,8 +33,7 @@ from server.payloads import (
     parse_slot,
     refused,
 )
-from server.slots import Feed, Slot, SlotCommand, SlotTable
-from wire.secrets import mask
+from cvh_camera.server.slots import Feed, Slot, SlotCommand, SlotTable
 
 log = logging.getLogger(__name__)
 

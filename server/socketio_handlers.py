@@ -20,9 +20,9 @@ from typing import Any
 
 import socketio
 
-from server.attempts import AttemptLimiter
-from server.payloads import INVALID_TOKEN, MAX_TOKEN, refused, shown
-from server.service import SlotService
+from cvh_camera.server.attempts import AttemptLimiter
+from cvh_camera.server.payloads import INVALID_TOKEN, MAX_TOKEN, refused, shown
+from cvh_camera.server.service import SlotService
 
 log = logging.getLogger(__name__)
 

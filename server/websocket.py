@@ -29,7 +29,7 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
 if TYPE_CHECKING:
-    from server.engine import EngineServer
+    from cvh_camera.server.engine import EngineServer
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.sources.base import AccessUnit, SourceError, SourceStats, VideoSource
-from appliance.sources.filesource import FileSource
-from appliance.sources.picamera2_source import Picamera2Source
-from appliance.sources.synthetic import SyntheticSource
+from cvh_camera.appliance.sources.base import AccessUnit, SourceError, SourceStats, VideoSource
+from cvh_camera.appliance.sources.filesource import FileSource
+from cvh_camera.appliance.sources.picamera2_source import Picamera2Source
+from cvh_camera.appliance.sources.synthetic import SyntheticSource
 
 __all__ = ["KINDS", "AccessUnit", "SourceError", "SourceStats", "VideoSource", "create_source"]
 

@@ -19,8 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from appliance.sources import h264
-from appliance.sources.base import AccessUnit, KeyframeRequest, SourceError, StatsCounter
+from cvh_camera.appliance.sources import h264
+from cvh_camera.appliance.sources.base import AccessUnit, KeyframeRequest, SourceError, StatsCounter
 
 log = logging.getLogger(__name__)
 

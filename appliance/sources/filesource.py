@@ -28,9 +28,9 @@ from pathlib import Path
 
 import av
 
-from appliance.sources import h264
-from appliance.sources.base import AccessUnit, SourceBase, SourceError
-from appliance.sources.pacing import Pacer
+from cvh_camera.appliance.sources import h264
+from cvh_camera.appliance.sources.base import AccessUnit, SourceBase, SourceError
+from cvh_camera.appliance.sources.pacing import Pacer
 
 log = logging.getLogger(__name__)
 

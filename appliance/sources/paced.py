@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from appliance.sources.base import AccessUnit, SourceError
-from appliance.sources.pacing import Pacer
-from appliance.sources.threaded import ThreadedSource
+from cvh_camera.appliance.sources.base import AccessUnit, SourceError
+from cvh_camera.appliance.sources.pacing import Pacer
+from cvh_camera.appliance.sources.threaded import ThreadedSource
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 The counter is drawn twice: as large seven-segment digits for people, and as 32 black or white
 16×16 blocks (most significant bit first, one to four rows) inside a grey frame at the
-top-left, aligned to macroblocks, for machines: `read_counter()` reads it back from a decoded
-frame. Every picture is assembled from precomputed rows of bytes, so a frame costs a few
-hundred slice copies and no per-pixel Python.
+top-left, aligned to macroblocks, for machines (tests/support/counter.py reads it back from
+a decoded frame). Every picture is assembled from precomputed rows of bytes, so a frame costs
+a few hundred slice copies and no per-pixel Python.
 """
 
 from __future__ import annotations
@@ -207,34 +207,3 @@ def _neutral_chroma(plane: VideoPlane, box: tuple[int, int, int, int]) -> None:
     line = bytes([NEUTRAL]) * width
     for row in range(y, y + height):
         view[row * stride + x : row * stride + x + len(line)] = line
-
-
-def read_counter(frame: av.VideoFrame) -> int | None:
-    """The counter of a decoded test-pattern frame, or None if the blocks are not there.
-
-    Each block is judged by the mean luma of its central 8×8 pixels; a mean between the black
-    and white levels' safe bands, or a border that is not grey, means "no counter here".
-    """
-    layout = CounterLayout.for_width(frame.width)
-    if layout is None or frame.height < MIN_HEIGHT:
-        return None
-    if frame.format.name not in ("yuv420p", "yuvj420p", "nv12", "gray"):
-        frame = frame.reformat(format="gray")
-    plane = frame.planes[0]
-    data, stride = bytes(plane), plane.line_size
-
-    def mean(x: int, y: int, size: int) -> float:
-        rows = (data[(y + i) * stride + x : (y + i) * stride + x + size] for i in range(size))
-        return sum(sum(row) for row in rows) / (size * size)
-
-    border = [mean(MARGIN + 2, MARGIN + 2, 4), mean(MARGIN + layout.panel_width - 6, MARGIN + 2, 4)]
-    if any(abs(level - GREY) > 40 for level in border):
-        return None
-    value = 0
-    for bit in range(BITS):
-        x, y = layout.block_origin(bit)
-        level = mean(x + 4, y + 4, 8)
-        if 80 < level < 170:
-            return None
-        value = value << 1 | (level >= 128)
-    return value

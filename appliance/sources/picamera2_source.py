@@ -37,11 +37,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.sources.base import SourceError
-from appliance.sources.camera_output import FrameSink, make_output
-from appliance.sources.threaded import ThreadedSource
-from appliance.sources.v4l2_control import running_device, set_bitrate_control
-from appliance.sources.x264 import clamp_bitrate
+from cvh_camera.appliance.sources.base import SourceError
+from cvh_camera.appliance.sources.camera_output import FrameSink, make_output
+from cvh_camera.appliance.sources.threaded import ThreadedSource
+from cvh_camera.appliance.sources.v4l2_control import running_device, set_bitrate_control
+from cvh_camera.appliance.sources.x264 import clamp_bitrate
 
 log = logging.getLogger(__name__)
 

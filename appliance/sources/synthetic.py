@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from appliance.sources import h264
-from appliance.sources.base import AccessUnit
-from appliance.sources.paced import PacedSource
-from appliance.sources.pattern import TestPattern, read_counter
-from appliance.sources.x264 import X264Encoder
+from cvh_camera.appliance.sources import h264
+from cvh_camera.appliance.sources.base import AccessUnit
+from cvh_camera.appliance.sources.paced import PacedSource
+from cvh_camera.appliance.sources.pattern import TestPattern
+from cvh_camera.appliance.sources.x264 import X264Encoder
 
-__all__ = ["SyntheticSource", "read_counter", "record_test_stream"]
+__all__ = ["SyntheticSource", "record_test_stream"]
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import concurrent.futures
 import logging
 import threading
 
-from appliance.sources.base import AccessUnit, SourceBase, SourceError
-from appliance.sources.unit_queue import UnitQueue
-from appliance.sources.worker import WorkerThread
+from cvh_camera.appliance.sources.base import AccessUnit, SourceBase, SourceError
+from cvh_camera.appliance.sources.unit_queue import UnitQueue
+from cvh_camera.appliance.sources.worker import WorkerThread
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 
-from appliance.sources.base import AccessUnit, SourceError
+from cvh_camera.appliance.sources.base import AccessUnit, SourceError
 
 
 class UnitQueue:

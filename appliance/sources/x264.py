@@ -19,7 +19,7 @@ from fractions import Fraction
 import av
 from av.video.frame import PictureType
 
-from appliance.sources.base import SourceError
+from cvh_camera.appliance.sources.base import SourceError
 
 log = logging.getLogger(__name__)
 

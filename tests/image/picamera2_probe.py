@@ -22,9 +22,13 @@ import threading
 import time
 from typing import Any
 
-from appliance.sources import h264
-from appliance.sources.base import AccessUnit, SourceError
-from appliance.sources.picamera2_source import Picamera2Api, Picamera2Source, load_picamera2
+from cvh_camera.appliance.sources import h264
+from cvh_camera.appliance.sources.base import AccessUnit, SourceError
+from cvh_camera.appliance.sources.picamera2_source import (
+    Picamera2Api,
+    Picamera2Source,
+    load_picamera2,
+)
 
 UNIT_TIMEOUT = 30.0  # s for one unit, under emulation
 

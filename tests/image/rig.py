@@ -27,10 +27,10 @@ from typing import Any
 import aiohttp
 
 from cvh_camera.janus_local import LocalJanus
-from cvh_camera.viewer import FeedViewer
-from server.config import JanusSettings, PreactivatedSlot, ServerConfig
+from cvh_camera.server.config import JanusSettings, PreactivatedSlot, ServerConfig
 from tests.image.qemu_guest import Guest, Machine, booted, guest_figures, until_qemu_exits
 from tests.integration.harness import Client, run_server
+from tests.support.viewer import FeedViewer
 
 log = logging.getLogger("rig")
 

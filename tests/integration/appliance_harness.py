@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from cvh_camera.janus_local import LocalJanus
-from server.config import PreactivatedSlot
+from cvh_camera.server.config import PreactivatedSlot
 from tests.integration.harness import TIMEOUT, Client, RunningServer, run_server, server_config
 
 TOKEN = "appliance-token-1234"

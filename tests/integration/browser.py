@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Browser
 
-from cvh_camera import chromium as chromium_module
+from tests.support import chromium as chromium_module
 
 
 @contextlib.asynccontextmanager

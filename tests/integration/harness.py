@@ -16,9 +16,9 @@ import socketio
 from aiohttp import web
 
 from cvh_camera.janus_local import LocalJanus, find_free_port
-from server.app import ROOM, SERVICE, SHUTDOWN_GRACE, create_app
-from server.config import JanusSettings, ServerConfig
-from server.service import SlotService
+from cvh_camera.server.app import ROOM, SERVICE, SHUTDOWN_GRACE, create_app
+from cvh_camera.server.config import JanusSettings, ServerConfig
+from cvh_camera.server.service import SlotService
 
 TIMEOUT = 10.0
 

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import aiohttp
 
-from appliance.sources.synthetic import read_counter
 from cvh_camera.janus_local import LocalJanus, find_free_port
-from cvh_camera.viewer import FeedViewer
-from server.config import PreactivatedSlot
+from cvh_camera.server.config import PreactivatedSlot
 from tests.integration.appliance_harness import (
     FPS,
     HEIGHT,
@@ -35,6 +33,8 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.integration.test_server import participants
+from tests.support.counter import read_counter
+from tests.support.viewer import FeedViewer
 
 __all__ = ["receiver", "server"]  # fixtures
 

@@ -10,11 +10,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from appliance.config import ApplianceConfig, parse_appliance_config
-from appliance.sources.base import AccessUnit, SourceError, SourceStats
-from appliance.sources.synthetic import SyntheticSource
-from appliance.status import StatusReporter
-from appliance.supervisor import State, Status, Supervisor
+from cvh_camera.appliance.config import ApplianceConfig, parse_appliance_config
+from cvh_camera.appliance.sources.base import AccessUnit, SourceError, SourceStats
+from cvh_camera.appliance.sources.synthetic import SyntheticSource
+from cvh_camera.appliance.status import StatusReporter
+from cvh_camera.appliance.supervisor import State, Status, Supervisor
+from cvh_camera.backoff import Backoff
 from tests.integration.appliance_harness import (
     FPS,
     HEIGHT,
@@ -25,7 +26,6 @@ from tests.integration.appliance_harness import (
     server,
 )
 from tests.integration.harness import Client, RunningServer
-from wire.backoff import Backoff
 
 __all__ = ["receiver", "server"]  # fixtures
 

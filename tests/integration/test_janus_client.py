@@ -13,14 +13,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from cvh_camera.janus_local import LocalJanus, find_free_port
-from wire.janus import (
+from cvh_camera.janus import (
     JanusError,
     JanusHandle,
     JanusSession,
     JanusUnavailable,
     send_plugin_message,
 )
+from cvh_camera.janus_local import LocalJanus, find_free_port
 
 VIDEOROOM = "janus.plugin.videoroom"
 ROOM_SECRET = "room-secret"

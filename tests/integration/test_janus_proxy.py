@@ -16,10 +16,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cvh_camera.janus import JanusSession
 from cvh_camera.janus_local import LocalJanus, find_free_port
-from server.janus_filter import MAX_BODY, VIDEOROOM
+from cvh_camera.server.janus_filter import MAX_BODY, VIDEOROOM
 from tests.integration.harness import TIMEOUT, RunningServer, run_server, server_config, wait_until
-from wire.janus import JanusSession
 
 POLLS = 150  # above aiohttp's default of 100 connections per connector
 KEEPALIVE_BUDGET = 1.0  # seconds; Janus answers a keepalive in milliseconds

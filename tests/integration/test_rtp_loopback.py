@@ -19,12 +19,18 @@ from pathlib import Path
 import pytest
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
 
-from appliance.aiortc_glue import RtpLink, forward_feedback, h264_preferences, replace_rtp_loop
-from appliance.publisher import send_with_our_rtp_loop
-from appliance.rtp_loop import H264RtpLoop
-from appliance.sources.filesource import FileSource
-from appliance.sources.synthetic import read_counter, record_test_stream
-from appliance.track import H264PacketTrack
+from cvh_camera.appliance.aiortc_glue import (
+    RtpLink,
+    forward_feedback,
+    h264_preferences,
+    replace_rtp_loop,
+)
+from cvh_camera.appliance.publisher import send_with_our_rtp_loop
+from cvh_camera.appliance.rtp_loop import H264RtpLoop
+from cvh_camera.appliance.sources.filesource import FileSource
+from cvh_camera.appliance.sources.synthetic import record_test_stream
+from cvh_camera.appliance.track import H264PacketTrack
+from tests.support.counter import read_counter
 
 FRAMES = 20
 
@@ -151,7 +157,7 @@ async def test_if_aiortc_changed_its_own_loop_still_sends(
     async with peers(recording) as p:
         sender = p.transceiver.sender
         del sender._RTCRtpSender__octet_count  # type: ignore[attr-defined]  # "a newer aiortc"
-        with caplog.at_level(logging.WARNING, logger="appliance.publisher"):
+        with caplog.at_level(logging.WARNING, logger="cvh_camera.appliance.publisher"):
             assert send_with_our_rtp_loop(sender, p.track) is None
         assert "aiortc's own RTP loop" in caplog.text
         assert "send" not in vars(sender) and "_run_rtp" not in vars(sender)  # untouched

@@ -27,11 +27,12 @@ from aiortc import (
     VideoStreamTrack,
 )
 
+from cvh_camera.janus import JanusError, JanusHandle, JanusSession
 from cvh_camera.janus_local import LocalJanus
-from server.app import ROOM, SEATS
-from server.config import JanusSettings, PreactivatedSlot, ServerConfig
-from server.janus_room import JanusRoom, RoomState, RoomUnavailable
-from server.seats import CHECK_INTERVAL, NOT_A_PUBLISHER, SeatGuard
+from cvh_camera.server.app import ROOM, SEATS
+from cvh_camera.server.config import JanusSettings, PreactivatedSlot, ServerConfig
+from cvh_camera.server.janus_room import JanusRoom, RoomState, RoomUnavailable
+from cvh_camera.server.seats import CHECK_INTERVAL, NOT_A_PUBLISHER, SeatGuard
 from tests.integration.appliance_harness import STREAM_TIMEOUT, TOKEN, appliance
 from tests.integration.harness import (
     TIMEOUT,
@@ -43,7 +44,6 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.integration.test_server import authenticate, janus_publisher, participants, room_exists
-from wire.janus import JanusError, JanusHandle, JanusSession
 
 GRACE = 2
 SECRET = "seats-test-secret"
@@ -189,7 +189,7 @@ async def test_strangers_are_kicked_and_the_camera_gets_a_seat(
 ) -> None:
     """Strangers publish straight to Janus, or through the server's own /janus proxy as a
     visitor of the receiver page could."""
-    caplog.set_level(logging.INFO, logger="server.seats")
+    caplog.set_level(logging.INFO, logger="cvh_camera.server.seats")
     janus = camera_server.config.janus
     entry = janus if via == "janus" else replace(janus, url=f"{camera_server.url}/janus")
     async with publishers(http, entry, "stranger-a", "stranger-b") as strangers:

@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from cvh_camera.janus_local import LocalJanus, find_free_port
-from server.config import PreactivatedSlot, ServerConfig
+from cvh_camera.server.config import PreactivatedSlot, ServerConfig
 from tests.integration.appliance_harness import TOKEN, receiver
 from tests.integration.browser import chromium
 from tests.integration.harness import Client, RunningServer, run_server, server_config

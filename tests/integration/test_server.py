@@ -11,8 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cvh_camera.janus import JanusHandle, JanusSession
 from cvh_camera.janus_local import LocalJanus
-from server.config import PreactivatedSlot
+from cvh_camera.server.config import PreactivatedSlot
 from tests.integration.harness import (
     Client,
     RunningServer,
@@ -21,7 +22,6 @@ from tests.integration.harness import (
     server_config,
     wait_until,
 )
-from wire.janus import JanusHandle, JanusSession
 
 
 @pytest.fixture

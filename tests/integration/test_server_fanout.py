@@ -20,7 +20,7 @@ import pytest
 import socketio
 
 from cvh_camera.janus_local import LocalJanus
-from server.config import PreactivatedSlot
+from cvh_camera.server.config import PreactivatedSlot
 from tests.integration.harness import TIMEOUT, Client, RunningServer, run_server, server_config
 from tests.integration.test_server import janus_publisher
 

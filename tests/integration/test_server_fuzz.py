@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cvh_camera.janus_local import LocalJanus
-from server.config import PreactivatedSlot
+from cvh_camera.server.config import PreactivatedSlot
 from tests.integration.harness import Client, RunningServer, run_server, server_config
 from tests.integration.test_server import server_feeds
 

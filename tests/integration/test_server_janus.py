@@ -7,10 +7,11 @@ from pathlib import Path
 
 import aiohttp
 
+from cvh_camera.janus import JanusError
 from cvh_camera.janus_local import LocalJanus
-from server.app import ROOM
-from server.config import PreactivatedSlot
-from server.janus_room import RoomState
+from cvh_camera.server.app import ROOM
+from cvh_camera.server.config import PreactivatedSlot
+from cvh_camera.server.janus_room import RoomState
 from tests.integration.harness import clients, run_server, server_config, wait_until
 from tests.integration.test_server import (
     authenticate,
@@ -18,7 +19,6 @@ from tests.integration.test_server import (
     room_exists,
     server_feeds,
 )
-from wire.janus import JanusError
 
 
 async def test_janus_restart_removes_feeds_and_recreates_the_room(

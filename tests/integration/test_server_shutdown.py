@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from cvh_camera.janus_local import LocalJanus, find_free_port
-from server.app import SHUTDOWN_GRACE
+from cvh_camera.server.app import SHUTDOWN_GRACE
 from tests.integration.harness import TIMEOUT, Client
 from tests.integration.test_server import room_exists
 from tests.integration.test_server_legacy import wait_ready

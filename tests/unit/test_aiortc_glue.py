@@ -18,7 +18,7 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
-from appliance.aiortc_glue import (
+from cvh_camera.appliance.aiortc_glue import (
     RtpLink,
     check_aiortc,
     check_sender,

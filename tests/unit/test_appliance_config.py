@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.config import (
+from cvh_camera.appliance.config import (
     ApplianceConfig,
     CameraSettings,
     ConfigError,

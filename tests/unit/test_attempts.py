@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server import attempts
-from server.attempts import AttemptLimiter
+from cvh_camera.server import attempts
+from cvh_camera.server.attempts import AttemptLimiter
 
 
 class Clock:

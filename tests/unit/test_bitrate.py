@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.bitrate import MIN_BITRATE, BitrateGovernor
+from cvh_camera.appliance.bitrate import MIN_BITRATE, BitrateGovernor
 
 
 def test_tightest_positive_limit_wins() -> None:

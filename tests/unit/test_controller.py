@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.controller import ControllerInput, LineSplitter, handle_line, redact
-from server.service import SlotService
-from server.slots import SlotTable
+from cvh_camera.server.controller import ControllerInput, LineSplitter, handle_line, redact
+from cvh_camera.server.service import SlotService
+from cvh_camera.server.slots import SlotTable
 from tests.unit.test_service import Recorder
 
 

@@ -13,8 +13,8 @@ import inspect
 from engineio import async_socket, packet
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from server.engine import EngineServer, SlotSocketServer
-from server.websocket import POLL_BATCH, SocketQueue, websocket_frame
+from cvh_camera.server.engine import EngineServer, SlotSocketServer
+from cvh_camera.server.websocket import POLL_BATCH, SocketQueue, websocket_frame
 
 
 def _read_back(frame: bytes) -> list[tuple[Opcode, object, bool]]:

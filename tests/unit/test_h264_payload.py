@@ -8,9 +8,10 @@ import av
 import pytest
 from aiortc.codecs.h264 import H264PayloadDescriptor
 
-from appliance import h264_payload
-from appliance.sources.filesource import load_access_units
-from appliance.sources.synthetic import read_counter, record_test_stream
+from cvh_camera.appliance import h264_payload
+from cvh_camera.appliance.sources.filesource import load_access_units
+from cvh_camera.appliance.sources.synthetic import record_test_stream
+from tests.support.counter import read_counter
 
 
 def nal(nal_type: int, size: int) -> bytes:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance import cli as appliance_cli
-from appliance.config import ApplianceConfig, load_appliance_config
+from cvh_camera.appliance import cli as appliance_cli
+from cvh_camera.appliance.config import ApplianceConfig, load_appliance_config
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ROOT / "image"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from multidict import MultiDict
 
-from server.janus_filter import (
+from cvh_camera.server.janus_filter import (
     MAX_BODY,
     VIDEOROOM,
     BadBody,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.config import JanusSettings, ServerConfig
-from server.legacy_config import LEGACY_JANUS_URL, load_legacy_config
+from cvh_camera.server.config import JanusSettings, ServerConfig
+from cvh_camera.server.legacy_config import LEGACY_JANUS_URL, load_legacy_config
 
 LEGACY_DEFAULTS = ServerConfig(janus=JanusSettings(url=LEGACY_JANUS_URL))
 

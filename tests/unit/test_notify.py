@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server.notify import NotifyFile
+from cvh_camera.server.notify import NotifyFile
 
 
 @contextlib.asynccontextmanager

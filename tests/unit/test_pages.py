@@ -8,8 +8,8 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from server.config import JanusSettings, ServerConfig
-from server.pages import STATIC, add_pages
+from cvh_camera.server.config import JanusSettings, ServerConfig
+from cvh_camera.server.pages import STATIC, add_pages
 
 
 async def client_for(static: Path, config: ServerConfig) -> TestClient:  # type: ignore[type-arg]

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from appliance.sources import h264, picamera2_source
-from appliance.sources.base import AccessUnit, SourceError
-from appliance.sources.picamera2_source import (
+from cvh_camera.appliance.sources import h264, picamera2_source
+from cvh_camera.appliance.sources.base import AccessUnit, SourceError
+from cvh_camera.appliance.sources.picamera2_source import (
     MISSING_MESSAGE,
     SOFTWARE_MESSAGE,
     Picamera2Api,
@@ -243,7 +243,7 @@ async def test_a_software_encoder_that_cannot_force_is_restarted_for_a_keyframe(
     camera = FakeCamera(interval=0.005)
     api = dataclasses.replace(fake_api(camera, hardware=False), software_can_force=False)
     src = make_source(api, keyframe_interval=1000)
-    caplog.set_level(logging.INFO, "appliance.sources.picamera2_source")
+    caplog.set_level(logging.INFO, "cvh_camera.appliance.sources.picamera2_source")
     await src.start()
     try:
         assert (await src.next_unit()).keyframe

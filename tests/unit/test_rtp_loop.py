@@ -14,9 +14,9 @@ from aiortc.rtcrtpparameters import (
 )
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from appliance import h264_payload
-from appliance.rtp_loop import ABS_SEND_TIME_URI, MID_URI, H264RtpLoop
-from appliance.sources.base import AccessUnit
+from cvh_camera.appliance import h264_payload
+from cvh_camera.appliance.rtp_loop import ABS_SEND_TIME_URI, MID_URI, H264RtpLoop
+from cvh_camera.appliance.sources.base import AccessUnit
 
 SSRC = 0x11223344
 NTP = 0xE1234567_89ABCDEF

@@ -7,7 +7,7 @@ import contextlib
 import socket
 from pathlib import Path
 
-from appliance.sdnotify import SystemdNotifier
+from cvh_camera.appliance.sdnotify import SystemdNotifier
 
 
 def test_without_systemd_nothing_happens() -> None:

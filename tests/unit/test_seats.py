@@ -7,10 +7,16 @@ from typing import Any
 
 import pytest
 
-from server.janus_room import Participant, RoomUnavailable, Roster
-from server.seats import NOT_A_PUBLISHER, ROOM_UNAVAILABLE, SeatGuard, SeatLedger, unverified
-from server.service import SlotService
-from server.slots import FeedId, SlotTable
+from cvh_camera.server.janus_room import Participant, RoomUnavailable, Roster
+from cvh_camera.server.seats import (
+    NOT_A_PUBLISHER,
+    ROOM_UNAVAILABLE,
+    SeatGuard,
+    SeatLedger,
+    unverified,
+)
+from cvh_camera.server.service import SlotService
+from cvh_camera.server.slots import FeedId, SlotTable
 from tests.unit.test_service import Recorder
 
 GRACE = 10.0

@@ -10,7 +10,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.config import (
+from cvh_camera.secrets import mask
+from cvh_camera.server.config import (
     ConfigError,
     ConfigProblem,
     JanusSettings,
@@ -20,7 +21,6 @@ from server.config import (
     load_server_config,
     parse_server_config,
 )
-from wire.secrets import mask
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "server.yaml"
 LONG_TOKEN = "tok-7f3a9c2e51d04b88a1f3"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from server.service import CommandRejected, SlotService
-from server.slots import SlotCommand, SlotTable
+from cvh_camera.server.service import CommandRejected, SlotService
+from cvh_camera.server.slots import SlotCommand, SlotTable
 
 DEFAULT_BITRATE = 128000
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import av
 import pytest
 
-from appliance.sources import h264
-from appliance.sources.base import AccessUnit, SourceError
-from appliance.sources.filesource import FileSource, load_access_units
-from appliance.sources.synthetic import read_counter, record_test_stream
+from cvh_camera.appliance.sources import h264
+from cvh_camera.appliance.sources.base import AccessUnit, SourceError
+from cvh_camera.appliance.sources.filesource import FileSource, load_access_units
+from cvh_camera.appliance.sources.synthetic import record_test_stream
+from tests.support.counter import read_counter
 
 FRAMES = 30
 INTERVAL = 10
@@ -85,7 +86,7 @@ async def test_set_bitrate_is_logged_and_ignored(
     recording: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     src = FileSource(recording, width=320, height=240, fps=30)
-    with caplog.at_level(logging.INFO, logger="appliance.sources.filesource"):
+    with caplog.at_level(logging.INFO, logger="cvh_camera.appliance.sources.filesource"):
         src.set_bitrate(100_000)
     assert "ignored" in caplog.text
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.sources import h264
+from cvh_camera.appliance.sources import h264
 
 SPS = bytes.fromhex("6742c01fda01")
 PPS = bytes.fromhex("68ce3c80")

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from appliance.sources.pacing import Pacer
-from appliance.sources.worker import WorkerThread
+from cvh_camera.appliance.sources.pacing import Pacer
+from cvh_camera.appliance.sources.worker import WorkerThread
 
 
 class FakeClock:

@@ -10,11 +10,12 @@ from pathlib import Path
 import av
 import pytest
 
-from appliance.sources import create_source, h264
-from appliance.sources.base import AccessUnit, SourceError, VideoSource
-from appliance.sources.pattern import TestPattern
-from appliance.sources.synthetic import SyntheticSource, read_counter
-from appliance.sources.x264 import X264Encoder
+from cvh_camera.appliance.sources import create_source, h264
+from cvh_camera.appliance.sources.base import AccessUnit, SourceError, VideoSource
+from cvh_camera.appliance.sources.pattern import TestPattern
+from cvh_camera.appliance.sources.synthetic import SyntheticSource
+from cvh_camera.appliance.sources.x264 import X264Encoder
+from tests.support.counter import read_counter
 
 
 class Decoder:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from appliance.sources.base import AccessUnit, SourceError
-from appliance.sources.unit_queue import UnitQueue
+from cvh_camera.appliance.sources.base import AccessUnit, SourceError
+from cvh_camera.appliance.sources.unit_queue import UnitQueue
 
 
 def unit(n: int, *, key: bool = False) -> AccessUnit:

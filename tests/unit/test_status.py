@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.status import StatusReporter
-from appliance.supervisor import State, Status
+from cvh_camera.appliance.status import StatusReporter
+from cvh_camera.appliance.supervisor import State, Status
 
 
 def test_file_follows_state_and_keeps_last_error(tmp_path: Path) -> None:

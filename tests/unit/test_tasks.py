@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from wire.tasks import stop_tasks
+from cvh_camera.tasks import stop_tasks
 
 
 async def _swallows_first_cancel(ended: list[str]) -> None:

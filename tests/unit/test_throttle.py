@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.throttle import Throttle
+from cvh_camera.appliance.throttle import Throttle
 
 
 def test_one_call_per_interval() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from appliance.sources.v4l2_control import running_device, set_bitrate_control
+from cvh_camera.appliance.sources.v4l2_control import running_device, set_bitrate_control
 
 
 def _iowr(kind: str, number: int, size: int) -> int:

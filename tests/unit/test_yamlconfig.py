@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wire.yamlconfig import (
+from cvh_camera.yamlconfig import (
     STRING,
     ConfigError,
     ConfigProblem,

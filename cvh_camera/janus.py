@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from wire.tasks import stop_tasks
+from cvh_camera.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from wire.janus import JanusHandle, JanusSession
+from cvh_camera.janus import JanusHandle, JanusSession
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, ScalarNode
 
-from wire.secrets import mask
+from cvh_camera.secrets import mask
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 MAX_TOKEN_FILE: Final = 4096  # bytes
