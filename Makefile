@@ -7,10 +7,13 @@ PYTEST_ARGS ?=
 BASELINE ?=
 BASELINE_ARG := $(if $(BASELINE),--baseline $(BASELINE),)
 
-.PHONY: setup web demo server check test lint unit integration image-test bench soak clean
+.PHONY: setup lock web demo server check test lint unit integration image-test bench soak clean
 
 setup:
 	@scripts/setup.sh
+
+lock: setup  ## refresh requirements/*.txt (pinned, hashed) within pyproject.toml's caps; then make test
+	scripts/lock.sh
 
 web:  ## the browser pages' third-party assets (npm ci + copy into server/web/static/vendor)
 	scripts/build-web.sh

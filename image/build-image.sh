@@ -82,8 +82,13 @@ build_wheel() {
             say "warning: npm not found: the wheel's browser pages lack their assets (make web)"
         fi
     fi
-    rm -rf -- "$WORK_DIR/wheel"
-    python3 -m pip wheel --no-deps --quiet --wheel-dir "$WORK_DIR/wheel" "$REPO"
+    rm -rf -- "$WORK_DIR/wheel" "$WORK_DIR/build-venv"
+    # Built with the locked build backend (requirements/build.txt), not whatever PyPI serves.
+    python3 -m venv "$WORK_DIR/build-venv"
+    "$WORK_DIR/build-venv/bin/pip" install --quiet --require-hashes --no-deps \
+        -r "$REPO/requirements/build.txt"
+    "$WORK_DIR/build-venv/bin/pip" wheel --no-deps --no-build-isolation --quiet \
+        --wheel-dir "$WORK_DIR/wheel" "$REPO"
     WHEEL=$(find "$WORK_DIR/wheel" -name 'cvh_camera-*.whl' -print -quit)
     [ -n "$WHEEL" ] || die "pip wheel produced no cvh_camera wheel"
     say "wheel: $(basename -- "$WHEEL")"
@@ -98,7 +103,7 @@ prepare_pi_gen() {
     cp -a -- "$IMAGE_SRC/pi-gen/stage-cvh" "$stage"
     mkdir -p -- "$stage/00-cvh-camera/files"
     cp -- "$IMAGE_SRC/install.sh" "$IMAGE_SRC/cvh-camera.service" "$IMAGE_SRC/cvh-camera.yaml" \
-        "$WHEEL" "$stage/00-cvh-camera/files/"
+        "$REPO/requirements/appliance.txt" "$WHEEL" "$stage/00-cvh-camera/files/"
     {
         cat -- "$IMAGE_SRC/pi-gen/config"
         printf '\n# Added by image/build-image.sh\n'

@@ -2,20 +2,22 @@
 # Install the CVH-Camera appliance into a root file system: the one install step that the
 # SD image recipe (image/pi-gen) and the emulated image test share.
 #
-#   image/install.sh ROOTFS WHEEL
+#   image/install.sh ROOTFS WHEEL LOCK
 #
 # ROOTFS  the root file system to install into (the boot partition's files are under
 #         ROOTFS/boot/firmware). It may be another architecture than this host (an arm64
 #         tree on an x86_64 builder): commands inside it then run through qemu-user.
 #         "/" installs into the running system.
 # WHEEL   the cvh-camera wheel (pip wheel --no-deps .).
+# LOCK    requirements/appliance.txt: the appliance's dependencies, pinned with hashes
+#         (`make lock`); pip installs exactly these, checking every hash.
 #
 # What it does, each step only if not done yet (running it again changes nothing, except
 # that the wheel is always reinstalled):
 #   - a system user and group cvh-camera (no login shell, home /var/lib/cvh-camera, also
 #     in group video for the camera devices);
 #   - /opt/cvh-camera/venv with the system site packages (so that the OS's
-#     python3-picamera2 is importable), the wheel with its appliance extra and their
+#     python3-picamera2 is importable), the locked dependencies, then the wheel without
 #     dependencies (pip runs inside ROOTFS, with the host's DNS, /proc, /sys and /dev);
 #   - cvh-camera.service in /etc/systemd/system, enabled for multi-user.target;
 #   - the default /boot/firmware/cvh-camera.yaml, unless the file exists;
@@ -42,7 +44,7 @@ die() {
 }
 
 usage() {
-    printf 'usage: %s ROOTFS WHEEL\n' "$0" >&2
+    printf 'usage: %s ROOTFS WHEEL LOCK\n' "$0" >&2
     exit 2
 }
 
@@ -53,7 +55,7 @@ LIVE=0             # 1: ROOTFS is this running system ("/"): no chroot set-up ne
 MOUNTED=()         # mount points this script mounted, unmounted in reverse on exit
 HOST_TMP=""        # host-side scratch directory (the saved resolv.conf)
 RESOLV_SWAPPED=0   # 1: ROOTFS/etc/resolv.conf is the host's until cleanup restores it
-STAGING=""         # ROOTFS/tmp/cvh-camera-install.*: the wheel, while pip reads it
+STAGING=""         # ROOTFS/tmp/cvh-camera-install.*: the wheel and lock, while pip reads them
 
 cleanup() {
     local status=$? index
@@ -224,6 +226,7 @@ install_wheel() {
     STAGING=$(mktemp -d -- "$ROOTFS/tmp/cvh-camera-install.XXXXXX")
     chmod 0755 -- "$STAGING"
     cp -- "$WHEEL" "$STAGING/"
+    cp -- "$LOCK" "$STAGING/requirements.txt"
     wheel_in_root=${STAGING#"$ROOTFS"}/$(basename -- "$WHEEL")
     local pip=(env) variable
     # CA bundles the host gives pip and requests (e.g. behind a TLS-inspecting proxy) are
@@ -241,9 +244,10 @@ install_wheel() {
     fi
     pip+=("$VENV/bin/python" -m pip install --no-cache-dir --prefer-binary
         --disable-pip-version-check --no-input)
-    say "pip: installing $(basename -- "$WHEEL") with the appliance extra (this may take a while)"
-    in_root "${pip[@]}" "${wheel_in_root}[appliance]"
+    say "pip: installing the locked dependencies ($(basename -- "$LOCK"); this may take a while)"
+    in_root "${pip[@]}" --require-hashes --no-deps -r "${STAGING#"$ROOTFS"}/requirements.txt"
     # The same version may be a new build: put this very wheel in place.
+    say "pip: installing $(basename -- "$WHEEL")"
     in_root "${pip[@]}" --no-deps --force-reinstall --quiet "$wheel_in_root"
     rm -rf -- "$STAGING"
     STAGING=""
@@ -320,7 +324,7 @@ boot_mount_options() {
 }
 
 main() {
-    [ "$#" -eq 2 ] || usage
+    [ "$#" -eq 3 ] || usage
     [ "$(id -u)" -eq 0 ] || die "run as root (it creates users and mounts in ROOTFS)"
     [ -d "$1" ] || die "ROOTFS $1 is not a directory"
     [ -f "$2" ] || die "WHEEL $2 does not exist"
@@ -328,8 +332,11 @@ main() {
         *.whl) ;;
         *) die "WHEEL $2 is not a .whl file" ;;
     esac
+    [ -f "$3" ] || die "LOCK $3 does not exist (requirements/appliance.txt)"
+    grep -q -- '--hash=sha256:' "$3" || die "LOCK $3 holds no hashes: is it a lock file?"
     ROOTFS=$(realpath -e -- "$1")
     WHEEL=$(realpath -e -- "$2")
+    LOCK=$(realpath -e -- "$3")
     if [ "$ROOTFS" = / ]; then
         LIVE=1
         ROOTFS=""

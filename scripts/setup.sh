@@ -50,10 +50,11 @@ pip_install() {
 # The locked dependencies (requirements/dev.txt, hashes checked), then the project itself,
 # editable, built with the locked setuptools.
 stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ requirements/dev.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ requirements/dev.txt -nt "$stamp" ] ||
+    [ requirements/build.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
     echo "setup: installing the locked dependencies and the project into .venv"
-    pip_install -q --require-hashes --no-deps -r requirements/dev.txt
+    pip_install -q --require-hashes --no-deps -r requirements/build.txt -r requirements/dev.txt
     pip_install -q --no-deps --no-build-isolation -e .
     .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check >&2; exit 1; }
     .venv/bin/python -c "import cvh_camera.server.app, cvh_camera.appliance.cli, playwright"

@@ -5,7 +5,8 @@
 #   image/emulate/build-disk.sh WHEEL OUTDIR
 #
 # 1. the root file system: build-rootfs.sh's tarball, unpacked;
-# 2. image/install.sh ROOTFS WHEEL: the install step the SD image shares;
+# 2. image/install.sh ROOTFS WHEEL requirements/appliance.txt: the install step the SD
+#    image shares;
 # 3. the test-only files of guest/ (static network in the test's namespace, a report on the
 #    serial console, libcamera's virtual camera and what picamera2 needs to run on it, the
 #    picamera2 probe boot),
@@ -18,7 +19,7 @@
 #
 # Step 2 is slow under emulation (pip inside an arm64 tree), so the tree after a first
 # install.sh run is cached too, keyed on the rootfs, install.sh and its files, and the
-# wheel's dependencies; the next run starts from it and runs install.sh again, which then
+# appliance's lock file; the next run starts from it and runs install.sh again, which then
 # only reinstalls the wheel. CVH_IMAGE_FRESH=1 ignores that cache (install.sh on a fresh tree).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -61,15 +62,8 @@ t0=$SECONDS
 rootfs_tar=$("$here/build-rootfs.sh")
 
 # --- 1 + 2: the root file system with the appliance installed ---
-deps=$(python3 - "$wheel" <<'PY'
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as wheel:
-    name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
-    lines = wheel.read(name).decode().splitlines()
-print("\n".join(sorted(line for line in lines if line.startswith("Requires-Dist:"))))
-PY
-)
-key=$({ basename "$rootfs_tar"; echo "$deps"; cat "$image_dir/install.sh" \
+lock=$(dirname "$image_dir")/requirements/appliance.txt
+key=$({ basename "$rootfs_tar"; cat "$lock" "$image_dir/install.sh" \
     "$image_dir/cvh-camera.service" "$image_dir/cvh-camera.yaml"; } | sha256sum | cut -c1-16)
 installed_tar=$cache/installed-$key.tar
 
@@ -85,7 +79,7 @@ else
     fresh=1
 fi
 t_install=$SECONDS
-"$image_dir/install.sh" "$rootfs" "$wheel" >&2
+"$image_dir/install.sh" "$rootfs" "$wheel" "$lock" >&2
 say "install.sh took $((SECONDS - t_install)) s ($([ $fresh = 1 ] && echo fresh tree || echo cached tree))"
 if [ "$fresh" = 1 ]; then
     tar --numeric-owner --xattrs --xattrs-include='*' -cf "$installed_tar.part" -C "$rootfs" .

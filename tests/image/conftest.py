@@ -82,8 +82,9 @@ def build_wheel(workdir: Path) -> Path:
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
         ".git", ".venv", "node_modules", "build", "dist", "*.egg-info", "__pycache__",
         ".*_cache", ".hypothesis", ".work", "image", "tests", "bench", "docs"))  # fmt: skip
+    # The build backend is the venv's locked one (requirements/build.txt).
     run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-cache-dir",
-         "-w", str(workdir / "dist"), str(source)])  # fmt: skip
+         "--no-build-isolation", "-w", str(workdir / "dist"), str(source)])  # fmt: skip
     shutil.rmtree(source)
     return next((workdir / "dist").glob("cvh_camera-*.whl"))
 
