@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from cvh_camera.protocol import ROOM_RANGE, ROOM_RANGE_SHOWN
 from cvh_camera.secrets import mask
 from cvh_camera.yamlconfig import (
     LOG_LEVEL,
@@ -69,7 +70,6 @@ __all__ = [
 
 CAMERA_SOURCES: Final = ("picamera2", "test", "file")
 SLOT_RANGE: Final = (0, 63)  # the server has at most 64 slots
-ROOM_RANGE: Final = (1, 2**53 - 1)  # Janus room ids travel as JSON numbers
 SIZE_RANGE: Final = (16, 2032)  # the Pi's H.264 encoder takes at most 2032 pixels a line
 FPS_RANGE: Final = (1, 60)
 BITRATE_RANGE: Final = (50_000, 25_000_000)  # bit/s
@@ -291,7 +291,7 @@ _FIELDS: Final = (
     Field("token_file", "token_file", STRING),
     Field("name", "name", _NAME),
     Field("janus.url", "url", _url_or_empty("derived from server.url", _JANUS_HTTP)),
-    Field("janus.room", "room", integer(*ROOM_RANGE, shown="1..2^53-1")),
+    Field("janus.room", "room", integer(*ROOM_RANGE, shown=ROOM_RANGE_SHOWN)),
     Field("janus.pin", "pin", STRING),
     Field("janus.ice_servers", "ice_servers", _ice_servers),
     Field("camera.source", "source", one_of(CAMERA_SOURCES)),

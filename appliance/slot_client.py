@@ -15,29 +15,24 @@ from typing import Any
 import socketio
 
 from cvh_camera.appliance.publisher import PublishedFeed
+from cvh_camera.protocol import NEEDS_A_PERSON
 
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 10.0
 
+
 # Refusals that retrying soon cannot fix: a person must change the token or the slot. A slot
 # that is not activated yet is not among them: controllers activate it when the lesson
 # starts, often a moment after the camera came up, so that refusal is retried on the normal
 # backoff.
-_NEEDS_A_PERSON = (
-    "This camera slot does not exist",
-    "Invalid token, contact your moderator",
-    "The provided token is not valid anymore - the feed is not transmitted",
-)
-
-
 class SlotRejected(Exception):
     """The slot server refused us; `needs_a_person` when retrying soon is pointless."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.needs_a_person = message in _NEEDS_A_PERSON
+        self.needs_a_person = message in NEEDS_A_PERSON
 
 
 class ServerUnreachable(Exception):

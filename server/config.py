@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from cvh_camera.protocol import ROOM_RANGE, ROOM_RANGE_SHOWN
 from cvh_camera.secrets import mask
 from cvh_camera.yamlconfig import (
     HTTP_URL,
@@ -62,7 +63,6 @@ __all__ = [
 
 PORT_RANGE: Final = (1, 65535)
 SLOT_COUNT_RANGE: Final = (1, 64)
-ROOM_RANGE: Final = (1, 2**53 - 1)  # Janus room ids travel as JSON numbers
 BITRATE_RANGE: Final = (0, 2**32 - 1)  # Janus keeps the bitrate as uint32
 ATTEMPTS_RANGE: Final = (1, 1000)
 SECONDS_RANGE: Final = (1, 3600)
@@ -203,7 +203,7 @@ _FIELDS: Final = (
     Field("controller.stdin", "read_stdin", boolean),
     Field("controller.notify_path", "notify_path", STRING),
     Field("janus.url", "url", HTTP_URL),
-    Field("janus.room", "room", integer(*ROOM_RANGE, shown="1..2^53-1")),
+    Field("janus.room", "room", integer(*ROOM_RANGE, shown=ROOM_RANGE_SHOWN)),
     Field("janus.secret", "secret", _room_secret),
     Field("janus.pin", "pin", STRING),
     Field("janus.admin_key", "admin_key", STRING),

@@ -12,7 +12,6 @@ from typing import Any
 
 MAX_TEXT = 1024  # longest custom name or token we look at; longer is refused, not truncated
 MAX_TOKEN = 256  # a longer token is refused before it is compared with anything
-INVALID_TOKEN = "Invalid token, contact your moderator"
 _INTEGER = re.compile(r"[+-]?\d{1,15}")
 
 

@@ -19,9 +19,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cvh_camera.protocol import INVALID_TOKEN, NO_SUCH_SLOT, TOKEN_REVOKED
 from cvh_camera.secrets import mask
 from cvh_camera.server.payloads import (
-    INVALID_TOKEN,
     FeedReport,
     Refusal,
     ack,
@@ -104,7 +104,7 @@ class SlotService:
             raise Refusal("No slot provided")
         index = parse_slot(body["slot"])
         if not self.table.exists(index):
-            raise Refusal("This camera slot does not exist")
+            raise Refusal(NO_SUCH_SLOT)
         slot = self.table[index]
         if not slot.active:
             raise Refusal("This camera slot is not activated, contact your moderator")
@@ -125,9 +125,7 @@ class SlotService:
         slot = self.table[auth.slot]
         try:
             if not slot.token_matches(auth.token):
-                raise Refusal(
-                    "The provided token is not valid anymore - the feed is not transmitted"
-                )
+                raise Refusal(TOKEN_REVOKED)
             if slot.feed is not None and slot.feed.sender_sid != sid:
                 raise Refusal("There is already somebody using this slot")
             report = parse_feed_report(data)

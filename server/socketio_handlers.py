@@ -20,8 +20,9 @@ from typing import Any
 
 import socketio
 
+from cvh_camera.protocol import INVALID_TOKEN
 from cvh_camera.server.attempts import AttemptLimiter
-from cvh_camera.server.payloads import INVALID_TOKEN, MAX_TOKEN, refused, shown
+from cvh_camera.server.payloads import MAX_TOKEN, refused, shown
 from cvh_camera.server.service import SlotService
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from cvh_camera.janus_local import LocalJanus
+from cvh_camera.protocol import INVALID_TOKEN
 from cvh_camera.server.config import PreactivatedSlot
-from cvh_camera.server.payloads import INVALID_TOKEN
 from tests.integration.harness import TIMEOUT, Client, RunningServer, run_server, server_config
 
 TOKEN = "right-token"
