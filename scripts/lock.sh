@@ -20,7 +20,9 @@ if [ ! -x "$UV" ]; then
     exit 1
 fi
 args=(--universal --python-version 3.11 --generate-hashes --quiet
-    --custom-compile-command "make lock" ${LOCK_ARGS---upgrade})
+    --custom-compile-command "make lock")
+read -r -a extra <<<"${LOCK_ARGS---upgrade}"
+args+=("${extra[@]}")
 
 "$UV" pip compile "${args[@]}" pyproject.toml --extra test -o requirements/dev.txt
 "$UV" pip compile "${args[@]}" pyproject.toml --extra appliance -o requirements/appliance.txt

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(janus python3-venv iproute2 chromium)
+APT_PACKAGES=(janus python3-venv iproute2 chromium shellcheck)
 command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 
 as_root() {
