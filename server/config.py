@@ -19,10 +19,12 @@ machinery (problems, strict YAML, value parsers, the field reader) is ``wire.yam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from cvh_camera.protocol import ROOM_RANGE, ROOM_RANGE_SHOWN
 from cvh_camera.secrets import mask
@@ -48,11 +50,13 @@ __all__ = [
     "BITRATE_RANGE",
     "DOCUMENTED_SECRET",
     "LOG_LEVELS",
+    "MAX_EDGES",
     "PORT_RANGE",
     "ROOM_RANGE",
     "SLOT_COUNT_RANGE",
     "ConfigError",
     "ConfigProblem",
+    "EdgeSettings",
     "JanusSettings",
     "PreactivatedSlot",
     "ServerConfig",
@@ -71,6 +75,7 @@ DOCUMENTED_SECRET: Final = "default"
 
 _TOKEN_SOURCES: Final = ("token", "token_file", "token_env")
 _SECRET_KEYS: Final = frozenset({"token", "secret", "pin", "admin_key"})
+MAX_EDGES: Final = 32
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,26 @@ class PreactivatedSlot:
     slot: int
     token: str
     annotation: str | None = None
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """A further Janus that carries the origin's verified feeds to receivers (docs/scaling.md).
+
+    The server creates the same room (number, pin) on it and forwards every verified feed
+    there as a VideoRoom remote publisher with the same feed id."""
+
+    url: str  # its Janus HTTP API base, as the server reaches it
+    secret: str = ""  # the room secret on this edge; "" = a random one per start
+    admin_key: str = ""  # this edge's VideoRoom admin_key; "" = none
+    # Where the origin Janus sends the feeds' RTP; "" = the host of `url`.
+    rtp_host: str = ""
+    # The Janus URL browser pages use for this edge; "" = the server's proxy (/janus-edge/N).
+    browser_url: str = ""
+
+    @property
+    def media_host(self) -> str:
+        return self.rtp_host or (urlsplit(self.url).hostname or "127.0.0.1")
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,7 @@ class JanusSettings:
     admin_key: str = ""  # VideoRoom admin_key, "" = none
     bitrate: int = 128000  # room default bitrate, bit/s
     browser_url: str = ""  # Janus URL handed to browser pages; "" = derive/proxy later
+    edges: tuple[EdgeSettings, ...] = ()  # further Janus instances fed from this one
 
 
 @dataclass(frozen=True)
@@ -153,6 +179,7 @@ def describe(config: ServerConfig) -> str:
         f"secret={mask(janus.secret) if janus.secret else 'random'} pin={mask(janus.pin)} "
         f"admin_key={mask(janus.admin_key)} "
         f"bitrate={janus.bitrate} browser_url={janus.browser_url or 'auto'} "
+        f"edges={','.join(edge.url for edge in janus.edges) or 'none'} "
         f"log={config.log_level}"
     )
 
@@ -214,13 +241,22 @@ _FIELDS: Final = (
 _PREACTIVATED: Final = "slots.preactivated"
 _ENTRY_KEYS: Final = ("slot", *_TOKEN_SOURCES, "annotation")
 _ENTRY_SHAPE: Final = "{slot, token | token_file | token_env, annotation}"
+_EDGES: Final = "janus.edges"
+_EDGE_SECRETS: Final = ("secret", "admin_key")
+_EDGE_KEYS: Final = (
+    "url",
+    *(f"{name}{suffix}" for name in _EDGE_SECRETS for suffix in ("", "_file", "_env")),
+    "rtp_host",
+    "browser_url",
+)
+_EDGE_SHAPE: Final = "{url, secret[_file|_env], admin_key[_file|_env], rtp_host, browser_url}"
 
 
 class _ServerReader(Reader):
     """The field table, plus the list of preactivated slots and their token sources."""
 
     def server_config(self, data: object) -> ServerConfig:
-        raw = self.layout(data, _FIELDS, extra=[_PREACTIVATED])
+        raw = self.layout(data, _FIELDS, extra=[_PREACTIVATED, _EDGES])
         values = self.parse_fields(raw, _FIELDS)
         server: dict[str, Any] = {}
         for section, attrs in values.items():
@@ -230,7 +266,74 @@ class _ServerReader(Reader):
             server["notify_path"] = str(self.base_dir / server["notify_path"])
         count = server.get("slots", None if "slots.count" in raw else ServerConfig.slots)
         server["preactivated"] = self.preactivated(raw.get(_PREACTIVATED), count)
-        return ServerConfig(**server, janus=JanusSettings(**values["janus"]))
+        janus = JanusSettings(**values["janus"])
+        edges = self.edges(raw.get(_EDGES), origin=janus.url)
+        return ServerConfig(**server, janus=dataclasses.replace(janus, edges=edges))
+
+    def edges(self, data: object, *, origin: str) -> tuple[EdgeSettings, ...]:
+        if data is None:
+            return ()
+        if not isinstance(data, list):
+            self.report(_EDGES, data, str(wrong_type(f"a list of {_EDGE_SHAPE}", data)))
+            return ()
+        if len(data) > MAX_EDGES:
+            self.report(_EDGES, ..., f"{len(data)} entries; at most {MAX_EDGES} edges")
+            return ()
+        seen = {origin.rstrip("/"): "janus.url"}
+        result: list[EdgeSettings] = []
+        for index, item in enumerate(data):
+            path = f"{_EDGES}[{index}]"
+            known_problems = len(self.problems)
+            edge = self.edge(item, path)
+            if edge is not None and edge.url.rstrip("/") in seen:
+                other = seen[edge.url.rstrip("/")]
+                self.report(f"{path}.url", edge.url, f"the same Janus as {other}")
+            elif edge is not None and len(self.problems) == known_problems:
+                seen[edge.url.rstrip("/")] = path
+                result.append(edge)
+        return tuple(result)
+
+    def edge(self, item: object, path: str) -> EdgeSettings | None:
+        if not isinstance(item, Mapping):
+            self.report(path, item, str(wrong_type(f"a mapping {_EDGE_SHAPE}", item)))
+            return None
+        entry = self.mapping(item, path, _EDGE_KEYS)
+        if "url" not in entry:
+            self.report(f"{path}.url", ..., "missing; expected the edge's Janus HTTP API URL")
+            return None
+        url: str | None = self.check(f"{path}.url", entry["url"], HTTP_URL)
+        values: dict[str, Any] = {
+            key: self.check(f"{path}.{key}", entry[key], STRING)
+            for key in ("rtp_host", "browser_url")
+            if key in entry
+        }
+        values["secret"] = self.edge_secret(entry, path, "secret", _room_secret)
+        values["admin_key"] = self.edge_secret(entry, path, "admin_key", STRING)
+        if url is None or None in values.values():
+            return None
+        return EdgeSettings(url=url, **values)
+
+    def edge_secret(
+        self, entry: Mapping[str, object], path: str, name: str, parse: Callable[[object], str]
+    ) -> str | None:
+        """An edge's secret or admin key, inline, from a file or from the environment
+        ("" when none is given, None after reporting a problem)."""
+        sources = [key for key in (name, f"{name}_file", f"{name}_env") if key in entry]
+        if len(sources) > 1:
+            self.report(path, ..., f"expected at most one of {name}, {name}_file, {name}_env")
+            return None
+        if not sources:
+            return ""
+        source, key = sources[0], f"{path}.{sources[0]}"
+        if source == name:
+            value: str | None = self.check(key, entry[source], parse)
+            return value
+        reference: str | None = self.check(key, entry[source], NONEMPTY)
+        if reference is None:
+            return None
+        if source.endswith("_file"):
+            return self.token_from_file(key, reference)
+        return self.token_from_env(key, reference)
 
     def preactivated(self, data: object, count: int | None) -> tuple[PreactivatedSlot, ...]:
         if data is None:

@@ -14,6 +14,7 @@ from cvh_camera.secrets import mask
 from cvh_camera.server.config import (
     ConfigError,
     ConfigProblem,
+    EdgeSettings,
     JanusSettings,
     PreactivatedSlot,
     ServerConfig,
@@ -60,7 +61,7 @@ def test_shipped_file_lists_every_key() -> None:
         "senders": ["attempt_window", "failed_attempts", "publisher_grace"],
         "slots": ["count", "preactivated"],
         "controller": ["notify_path", "stdin"],
-        "janus": ["admin_key", "bitrate", "browser_url", "pin", "room", "secret", "url"],
+        "janus": ["admin_key", "bitrate", "browser_url", "edges", "pin", "room", "secret", "url"],
         "log": ["level"],
     }
     janus_fields = {f.name for f in dataclasses.fields(JanusSettings)}
@@ -375,7 +376,7 @@ def test_describe_defaults() -> None:
         "listen=0.0.0.0:5000 socketio_path=/socket.io cors=own-origin compression=off "
         "attempts=5/10s publisher_grace=10s slots=4 preactivated=none "
         "stdin=on notify=none janus=http://127.0.0.1:8088/janus room=1000 secret=random "
-        "pin='' admin_key='' bitrate=128000 browser_url=auto log=info"
+        "pin='' admin_key='' bitrate=128000 browser_url=auto edges=none log=info"
     )
     assert describe(ServerConfig(host="::")).startswith("listen=[::]:5000 ")
 
@@ -485,3 +486,54 @@ def test_sender_limits_and_compression(in_tmp: Path) -> None:
         "server.yaml: senders.failed_attempts = 0: expected an integer 1..1000",
         "server.yaml: senders.publisher_grace = true: expected an integer 1..3600, got boolean",
     ]
+
+
+# --- edges ---
+
+
+def test_edges_with_their_secrets_from_everywhere(in_tmp: Path) -> None:
+    (in_tmp / "edge.key").write_text("file-key\n")
+    config = load_text(
+        "janus:\n  edges:\n"
+        "    - {url: 'http://10.0.0.11:8088/janus', secret: s1, admin_key_env: EDGE_KEY}\n"
+        "    - {url: 'http://e2/janus', admin_key_file: edge.key, rtp_host: 10.0.0.12,"
+        " browser_url: 'https://e2.example/janus'}\n",
+        {"EDGE_KEY": "env-key"},
+    )
+    assert config.janus.edges == (
+        EdgeSettings("http://10.0.0.11:8088/janus", secret="s1", admin_key="env-key"),
+        EdgeSettings(
+            "http://e2/janus",
+            admin_key="file-key",
+            rtp_host="10.0.0.12",
+            browser_url="https://e2.example/janus",
+        ),
+    )
+    assert [edge.media_host for edge in config.janus.edges] == ["10.0.0.11", "10.0.0.12"]
+    assert "edges=http://10.0.0.11:8088/janus,http://e2/janus " in describe(config)
+    assert "s1" not in describe(config) and "env-key" not in describe(config)
+
+
+@pytest.mark.parametrize(
+    ("edges", "expected"),
+    [
+        ("http://e/janus", "janus.edges = 'http://e/janus': expected a list of {url,"),
+        ("[{}]", "janus.edges[0].url: missing; expected the edge's Janus HTTP API URL"),
+        ("[{url: 'ftp://e'}]", "janus.edges[0].url = 'ftp://e': expected an http://"),
+        ("[{url: 'http://127.0.0.1:8088/janus'}]", "the same Janus as janus.url"),
+        ("[{url: 'http://e/j'}, {url: 'http://e/j/'}]", "the same Janus as janus.edges[0]"),
+        ("[{url: 'http://e/j', secret: default}]", "documented default is refused"),
+        ("[{url: 'http://e/j', secret: a, secret_env: B}]", "at most one of secret,"),
+        ("[{url: 'http://e/j', admin_key_env: NOT_SET}]", "environment variable is not set"),
+        ("[{url: 'http://e/j', admin_key_file: gone.key}]", "cannot read"),
+        ("[{url: 'http://e/j', rtp: h}]", "janus.edges[0].rtp: unknown key"),
+    ],
+)
+def test_bad_edges_are_named(in_tmp: Path, edges: str, expected: str) -> None:
+    problems = problems_of(f"janus:\n  edges: {edges}\n")
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_an_edge_secret_never_shows(in_tmp: Path) -> None:
+    problems = problems_of("janus:\n  edges: [{url: x, secret: [hunter2-hunter2]}]\n")
+    assert problems and not any("hunter2" in problem for problem in problems)
