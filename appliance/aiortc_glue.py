@@ -35,9 +35,10 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from cvh_camera.h264_profile import PROFILE_LEVEL_ID
+
 log = logging.getLogger(__name__)
 
-H264_PROFILE = "42e01f"  # constrained baseline: what the camera encodes and browsers expect
 _HOOK = "_handle_rtcp_packet"
 _RTP_LOOP = "_run_rtp"
 _PRIVATE = "_RTCRtpSender__"  # name-mangled attributes of RTCRtpSender
@@ -186,9 +187,9 @@ def h264_preferences() -> list[RTCRtpCodecCapability]:
         c
         for c in codecs
         if c.mimeType.lower() == "video/h264"
-        and c.parameters.get("profile-level-id") == H264_PROFILE
+        and c.parameters.get("profile-level-id") == PROFILE_LEVEL_ID
         and c.parameters.get("packetization-mode") == "1"
     ]
     if not h264:
-        raise AiortcChanged(f"aiortc offers no H.264 {H264_PROFILE} packetization-mode 1")
+        raise AiortcChanged(f"aiortc offers no H.264 {PROFILE_LEVEL_ID} packetization-mode 1")
     return h264

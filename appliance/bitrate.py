@@ -10,7 +10,13 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 MIN_BITRATE = 50_000  # below this a hardware encoder produces mush; we don't go there
+MAX_BITRATE = 50_000_000  # the most the camera encoders are ever asked for
 _REMB_HYSTERESIS = 0.05  # ignore estimate changes smaller than this fraction
+
+
+def clamp_bitrate(bits_per_second: int) -> int:
+    """The bitrate a camera encoder is set to when asked for `bits_per_second`."""
+    return max(MIN_BITRATE, min(MAX_BITRATE, int(bits_per_second)))
 
 
 class BitrateGovernor:

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from cvh_camera.appliance.bitrate import MIN_BITRATE
+from cvh_camera.appliance.sources import KINDS
 from cvh_camera.protocol import ROOM_RANGE, ROOM_RANGE_SHOWN
 from cvh_camera.secrets import mask
 from cvh_camera.yamlconfig import (
@@ -55,7 +57,6 @@ from cvh_camera.yamlconfig import (
 )
 
 __all__ = [
-    "CAMERA_SOURCES",
     "ApplianceConfig",
     "CameraSettings",
     "ConfigError",
@@ -68,11 +69,10 @@ __all__ = [
     "parse_appliance_config",
 ]
 
-CAMERA_SOURCES: Final = ("picamera2", "test", "file")
 SLOT_RANGE: Final = (0, 63)  # the server has at most 64 slots
 SIZE_RANGE: Final = (16, 2032)  # the Pi's H.264 encoder takes at most 2032 pixels a line
 FPS_RANGE: Final = (1, 60)
-BITRATE_RANGE: Final = (50_000, 25_000_000)  # bit/s
+BITRATE_RANGE: Final = (MIN_BITRATE, 25_000_000)  # bit/s
 KEYFRAME_RANGE: Final = (1, 600)  # frames
 HTTP_PORT_RANGE: Final = (0, 65535)  # 0 = no status page
 MAX_NAME: Final = 1024  # the server refuses longer custom names
@@ -105,7 +105,7 @@ class JanusLink:
 class CameraSettings:
     """Where the H.264 stream comes from and how it is encoded."""
 
-    source: str = "picamera2"  # one of CAMERA_SOURCES
+    source: str = "picamera2"  # one of sources.KINDS
     file: str = ""  # for source "file": an H.264 elementary stream (absolute once loaded)
     width: int = 1280
     height: int = 720
@@ -294,7 +294,7 @@ _FIELDS: Final = (
     Field("janus.room", "room", integer(*ROOM_RANGE, shown=ROOM_RANGE_SHOWN)),
     Field("janus.pin", "pin", STRING),
     Field("janus.ice_servers", "ice_servers", _ice_servers),
-    Field("camera.source", "source", one_of(CAMERA_SOURCES)),
+    Field("camera.source", "source", one_of(KINDS)),
     Field("camera.file", "file", STRING),
     Field("camera.width", "width", _even(*SIZE_RANGE)),
     Field("camera.height", "height", _even(*SIZE_RANGE)),

@@ -2,36 +2,21 @@
 
 A NAL unit that fits is sent whole (single NAL unit packet); a larger one is cut into FU-A
 fragments of balanced size, so that the last one is not a runt. Access unit delimiters and
-filler data are dropped: WebRTC receivers need neither. The cutting works on memoryviews and
-copies each payload once, when it is joined with its FU-A header.
+filler data are dropped: WebRTC receivers need neither. The cutting works on the memoryviews
+of `h264.nal_units` and copies each payload once, when it is joined with its FU-A header.
 """
 
 from __future__ import annotations
 
+from cvh_camera.appliance.sources.h264 import NAL_AUD, nal_units
+
 MAX_PAYLOAD = 1300  # bytes per RTP payload (aiortc's figure: fits a 1500-byte MTU with SRTP)
 
-NAL_AUD = 9
 NAL_FILLER = 12
 NAL_FU_A = 28
 _DROPPED = frozenset((NAL_AUD, NAL_FILLER))
 _FU_START = 0x80
 _FU_END = 0x40
-
-
-def nal_units(access_unit: bytes) -> list[memoryview]:
-    """The NAL units of an Annex-B access unit (start codes and trailing zeros removed)."""
-    view = memoryview(access_unit)
-    units = []
-    start = access_unit.find(b"\x00\x00\x01")
-    while start >= 0:
-        begin = start + 3
-        start = access_unit.find(b"\x00\x00\x01", begin)
-        end = len(access_unit) if start < 0 else start
-        while end > begin and access_unit[end - 1] == 0:  # a 4-byte start code's leading zero
-            end -= 1
-        if end > begin:
-            units.append(view[begin:end])
-    return units
 
 
 def payloads(access_unit: bytes, max_size: int = MAX_PAYLOAD) -> list[bytes]:

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from cvh_camera.backoff import Backoff
+from cvh_camera.h264_profile import PROFILE_LEVEL_ID
 from cvh_camera.janus import (
     JanusError,
     JanusHandle,
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 NO_SUCH_ROOM = 426
 NO_SUCH_FEED = 428
 VIDEO_CODECS = "h264,vp8"  # H.264 first: the appliance sends the camera's hardware H.264
-H264_PROFILE = "42e01f"  # constrained baseline, what every browser decodes
 _FAILURES = (JanusError, JanusUnavailable, aiohttp.ClientError, TimeoutError)
 
 
@@ -289,7 +289,7 @@ class JanusRoom:
             "bitrate": self._settings.bitrate,
             "secret": self._settings.secret,
             "videocodec": VIDEO_CODECS,
-            "h264_profile": H264_PROFILE,
+            "h264_profile": PROFILE_LEVEL_ID,
             "audiocodec": "opus",
             "permanent": False,
         }

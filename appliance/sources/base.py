@@ -2,7 +2,8 @@
 
 Every source (picamera2, the synthetic test pattern, a replayed recording) hands over what a
 hardware encoder produces: Annex-B access units, SPS/PPS in front of every IDR, capture
-timestamps in microseconds. Everything downstream codes against `VideoSource` only.
+timestamps in microseconds. Everything downstream codes against `VideoSource` only. Beside
+it, the small parts every source keeps: its counters and its keyframe-request latch.
 """
 
 from __future__ import annotations
@@ -110,27 +111,3 @@ def check_geometry(width: int, height: int, fps: int) -> None:
         raise ValueError(f"width and height must be positive and even, got {width}x{height}")
     if not 0 < fps <= 240:
         raise ValueError(f"fps must be between 1 and 240, got {fps}")
-
-
-class SourceBase:
-    """What every source keeps: its name and geometry, its counters, the keyframe latch."""
-
-    def __init__(self, *, name: str, width: int, height: int, fps: int) -> None:
-        check_geometry(width, height, fps)
-        self.name = name
-        self.width = width
-        self.height = height
-        self.fps = fps
-        self._counter = StatsCounter()
-        self._keyframe = KeyframeRequest()
-
-    def request_keyframe(self) -> None:
-        self._keyframe.set()
-
-    @property
-    def stats(self) -> SourceStats:
-        return self._counter.snapshot(dropped=self._dropped())
-
-    def _dropped(self) -> int:
-        """Units dropped because the consumer fell behind (a source without a queue: none)."""
-        return 0

@@ -21,6 +21,7 @@ from typing import Any
 
 from cvh_camera.appliance.sources import h264
 from cvh_camera.appliance.sources.base import AccessUnit, KeyframeRequest, SourceError, StatsCounter
+from cvh_camera.h264_profile import is_constrained_baseline
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,7 @@ class FrameSink:
             return
         self._profile_logged = True
         profile = h264.profile_level_id(sps)
-        constrained = int(profile[2:4], 16) & 0x40  # constraint_set1_flag
-        level = logging.INFO if profile.startswith("42") and constrained else logging.WARNING
+        level = logging.INFO if is_constrained_baseline(profile) else logging.WARNING
         log.log(
             level,
             "source=picamera2 profile-level-id=%s (constrained baseline: 42c0xx or 42e0xx)",

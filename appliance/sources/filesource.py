@@ -29,7 +29,14 @@ from pathlib import Path
 import av
 
 from cvh_camera.appliance.sources import h264
-from cvh_camera.appliance.sources.base import AccessUnit, SourceBase, SourceError
+from cvh_camera.appliance.sources.base import (
+    AccessUnit,
+    KeyframeRequest,
+    SourceError,
+    SourceStats,
+    StatsCounter,
+    check_geometry,
+)
 from cvh_camera.appliance.sources.pacing import Pacer
 
 log = logging.getLogger(__name__)
@@ -37,7 +44,7 @@ log = logging.getLogger(__name__)
 MAX_FILE_BYTES = 200 * 1024 * 1024
 
 
-class FileSource(SourceBase):
+class FileSource:
     def __init__(
         self,
         path: Path,
@@ -48,8 +55,11 @@ class FileSource(SourceBase):
         clock: Callable[[], float] = time.monotonic,
         max_bytes: int = MAX_FILE_BYTES,
     ) -> None:
-        super().__init__(name="file", width=width, height=height, fps=fps)
+        check_geometry(width, height, fps)
+        self.name, self.width, self.height, self.fps = "file", width, height, fps
         self.path = path
+        self._counter = StatsCounter()
+        self._keyframe = KeyframeRequest()
         self._clock = clock
         self._max_bytes = max_bytes
         self._pacer: Pacer | None = None  # set while running
@@ -87,10 +97,17 @@ class FileSource(SourceBase):
         self._counter.count_unit(keyframe=unit.keyframe, forced=forced)
         return unit
 
+    def request_keyframe(self) -> None:
+        self._keyframe.set()
+
     def set_bitrate(self, bits_per_second: int) -> None:
         level = logging.DEBUG if self._bitrate_logged else logging.INFO
         log.log(level, "source=file bitrate=%d ignored: a recording has its own", bits_per_second)
         self._bitrate_logged = True
+
+    @property
+    def stats(self) -> SourceStats:
+        return self._counter.snapshot(dropped=0)  # nothing is queued: nothing is dropped
 
     def _load(self) -> None:
         units = load_access_units(self.path, max_bytes=self._max_bytes)

@@ -1,11 +1,12 @@
 """Small Annex-B helpers: NAL units, access units, keyframes, parameter sets.
 
-Only what the sources need: no bitstream decoding beyond the first bit of a slice header.
+Only what the sources and the RTP payloader (`appliance/h264_payload.py`) need: no bitstream
+decoding beyond the first bit of a slice header.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 START_CODE = b"\x00\x00\x00\x01"
 _START3 = b"\x00\x00\x01"
@@ -17,42 +18,45 @@ NAL_SPS = 7
 NAL_PPS = 8
 NAL_AUD = 9
 
+Nal = bytes | memoryview  # one NAL unit, without its start code
+
 _VCL = frozenset({NAL_SLICE, NAL_IDR})
 # NAL types that may only precede the first slice of an access unit (H.264 7.4.1.2.3).
 _PREFIX = frozenset({NAL_SEI, NAL_SPS, NAL_PPS, NAL_AUD, 14, 15, 16, 17, 18})
 
 
-def iter_nals(data: bytes) -> Iterator[bytes]:
-    """The NAL units of an Annex-B byte stream, without start codes or trailing zero bytes."""
+def nal_units(data: bytes) -> list[memoryview]:
+    """The NAL units of Annex-B bytes, without start codes or trailing zero bytes.
+
+    The one Annex-B splitter: the RTP payloader's hot path too, hence views, not copies.
+    Zero bytes before a start code belong to it (4-byte start codes, trailing_zero_8bits):
+    a NAL unit never ends in 0x00.
+    """
+    view = memoryview(data)
+    units = []
     start = data.find(_START3)
     while start >= 0:
         begin = start + 3
-        following = data.find(_START3, begin)
-        end = len(data) if following < 0 else following
-        # Zero bytes before a start code belong to it (4-byte start codes, trailing_zero_8bits):
-        # a NAL unit never ends in 0x00.
+        start = data.find(_START3, begin)
+        end = len(data) if start < 0 else start
         while end > begin and data[end - 1] == 0:
             end -= 1
         if end > begin:
-            yield data[begin:end]
-        start = following
+            units.append(view[begin:end])
+    return units
 
 
-def split_nals(data: bytes) -> list[bytes]:
-    return list(iter_nals(data))
-
-
-def nal_type(nal: bytes) -> int:
+def nal_type(nal: Nal) -> int:
     return nal[0] & 0x1F
 
 
-def join_nals(nals: Iterable[bytes]) -> bytes:
+def join_nals(nals: Iterable[Nal]) -> bytes:
     """Annex-B bytes with 4-byte start codes."""
     return b"".join(START_CODE + nal for nal in nals)
 
 
 def nal_types(au: bytes) -> list[int]:
-    return [nal_type(nal) for nal in iter_nals(au)]
+    return [nal_type(nal) for nal in nal_units(au)]
 
 
 def is_keyframe(au: bytes) -> bool:
@@ -66,17 +70,17 @@ def has_parameter_sets(au: bytes) -> bool:
 
 
 def has_slice(au: bytes) -> bool:
-    return any(nal_type(nal) in _VCL for nal in iter_nals(au))
+    return any(nal_type(nal) in _VCL for nal in nal_units(au))
 
 
-def profile_level_id(sps: bytes) -> str:
+def profile_level_id(sps: Nal) -> str:
     """The SDP profile-level-id of an SPS NAL unit, e.g. '42c01f' (constrained baseline 3.1)."""
     if len(sps) < 4 or nal_type(sps) != NAL_SPS:
         raise ValueError("not an SPS NAL unit")
     return sps[1:4].hex()
 
 
-def _starts_picture(nal: bytes) -> bool:
+def _starts_picture(nal: Nal) -> bool:
     # first_mb_in_slice is the first ue(v) of the slice header; ue(v) == 0 is the single bit 1.
     return len(nal) > 1 and bool(nal[1] & 0x80)
 
@@ -88,9 +92,9 @@ def split_access_units(stream: bytes) -> list[bytes]:
     first_mb_in_slice == 0 that follows a slice (the first slice of the next picture).
     """
     units: list[bytes] = []
-    current: list[bytes] = []
+    current: list[memoryview] = []
     seen_slice = False
-    for nal in iter_nals(stream):
+    for nal in nal_units(stream):
         kind = nal_type(nal)
         starts_unit = seen_slice and (kind in _PREFIX or (kind in _VCL and _starts_picture(nal)))
         if starts_unit:
@@ -111,13 +115,13 @@ class ParameterSetCache:
         self.pps: bytes | None = None
 
     def apply(self, au: bytes) -> bytes:
-        nals = split_nals(au)
+        nals = nal_units(au)
         types = [nal_type(nal) for nal in nals]
         for nal, kind in zip(nals, types, strict=True):
             if kind == NAL_SPS:
-                self.sps = nal
+                self.sps = bytes(nal)
             elif kind == NAL_PPS:
-                self.pps = nal
+                self.pps = bytes(nal)
         if NAL_IDR not in types or (NAL_SPS in types and NAL_PPS in types):
             return au
         if self.sps is None or self.pps is None:

@@ -5,10 +5,11 @@ machine without it, `start()` raises a SourceError that says what to install or 
 picamera2 pieces come in as a `Picamera2Api`, so tests drive the adapter with fakes.
 
 Threads. picamera2's encoder calls our `Output.outputframe` on its own thread; that call only
-parses NAL headers and pushes into the bounded unit queue: it never blocks. Every picamera2
-call we make (open, configure, start, force a keyframe, restart the encoder, close) runs on
-the source's one control thread, so the event loop never waits for the camera and those
-calls never race. The control thread also watches for a camera that stopped delivering.
+parses NAL headers and pushes into the bounded unit queue of the source's `ThreadHandover`:
+it never blocks. Every picamera2 call we make (open, configure, start, force a keyframe,
+restart the encoder, close) runs on the handover's one thread, the control thread, so the
+event loop never waits for the camera and those calls never race. The control thread also
+watches for a camera that stopped delivering.
 
 Encoder. `H264Encoder(bitrate, repeat=True, iperiod=keyframe_interval, profile="baseline")`:
 the Pi's hardware encoder. Where picamera2 reports no hardware encoder (the Pi 5), or the
@@ -18,7 +19,7 @@ picamera2's software encoder does to force a keyframe (PyAV 14 and newer), a key
 request restarts that encoder instead (it begins with an IDR).
 
 Bitrate. On the hardware encoder, `set_bitrate` sets the V4L2 bitrate control on the device
-the running encoder has open (`v4l2_control`): at once, no frame lost. Where that is not
+the running encoder has open (`set_bitrate_control`): at once, no frame lost. Where that is not
 possible (the software encoder, or the device refuses the control) the encoder restarts
 (stop_encoder/start_encoder; the camera keeps running) with the new bitrate, at most once
 per `restart_interval` (the latest request wins): the restarted encoder begins with an IDR
@@ -28,20 +29,28 @@ which of the two was used.
 
 from __future__ import annotations
 
-import concurrent.futures
+import fcntl
 import importlib
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-from cvh_camera.appliance.sources.base import SourceError
+from cvh_camera.appliance.bitrate import clamp_bitrate
+from cvh_camera.appliance.sources.base import (
+    AccessUnit,
+    KeyframeRequest,
+    SourceError,
+    SourceStats,
+    StatsCounter,
+    check_geometry,
+)
 from cvh_camera.appliance.sources.camera_output import FrameSink, make_output
-from cvh_camera.appliance.sources.threaded import ThreadedSource
-from cvh_camera.appliance.sources.v4l2_control import running_device, set_bitrate_control
-from cvh_camera.appliance.sources.x264 import clamp_bitrate
+from cvh_camera.appliance.sources.handover import ThreadHandover, queue_size
+from cvh_camera.h264_profile import ENCODER_PROFILE
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +59,32 @@ MISSING_MESSAGE = (
     "(apt install python3-picamera2); on other machines use camera.source: test or file"
 )
 SOFTWARE_MESSAGE = "no hardware H.264 encoder (Pi 5?): using picamera2's software encoder"
-PROFILE = "baseline"
+
+# A running hardware encoder's bitrate: picamera2's `H264Encoder` keeps the V4L2 device it
+# opened (/dev/video11) as `vd` and sets V4L2_CID_MPEG_VIDEO_BITRATE on it with VIDIOC_S_CTRL;
+# set again while it runs, the rate changes from the next frames on, without an IDR or a lost
+# frame (what the Pi's firmware makes of it: docs/camera.md). The numbers are the Linux UAPI's:
+# V4L2_CID_CODEC_BASE (0x00990900) + 207, and _IOWR('V', 28, struct v4l2_control {u32 id;
+# s32 value;}).
+V4L2_CID_MPEG_VIDEO_BITRATE: Final = 0x00990900 + 207
+VIDIOC_S_CTRL: Final = 0xC008561C
+_V4L2_CONTROL: Final = struct.Struct("=Ii")  # struct v4l2_control
+
+Ioctl = Callable[[Any, int, bytes], Any]
+
+
+def set_bitrate_control(device: Any, bitrate: int, ioctl: Ioctl = fcntl.ioctl) -> None:
+    """Set the bitrate (bit/s) of the V4L2 encoder open as `device`; OSError if it refuses."""
+    ioctl(device, VIDIOC_S_CTRL, _V4L2_CONTROL.pack(V4L2_CID_MPEG_VIDEO_BITRATE, bitrate))
+
+
+def running_device(encoder: Any) -> Any | None:
+    """The V4L2 device a running picamera2 encoder has open, or None (software encoder,
+    not started, or stopped)."""
+    device = getattr(encoder, "vd", None)
+    if device is None or getattr(device, "closed", True):
+        return None
+    return device
 
 
 @dataclass(frozen=True)
@@ -102,7 +136,7 @@ def _pyav_takes_string_picture_types() -> bool:
     return True
 
 
-class Picamera2Source(ThreadedSource):
+class Picamera2Source:
     start_timeout = 20.0
     control_tick = 0.25  # s between the control thread's checks when nothing wakes it
     stall_timeout = 5.0  # no frame for this long: the camera is gone
@@ -119,7 +153,8 @@ class Picamera2Source(ThreadedSource):
         load_api: Callable[[], Picamera2Api] = load_picamera2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(name="picamera2", width=width, height=height, fps=fps)
+        check_geometry(width, height, fps)
+        self.name, self.width, self.height, self.fps = "picamera2", width, height, fps
         if keyframe_interval < 1:
             raise ValueError(f"keyframe_interval must be at least 1, got {keyframe_interval}")
         self.keyframe_interval = keyframe_interval
@@ -130,46 +165,75 @@ class Picamera2Source(ThreadedSource):
         self._wake = threading.Event()
         self._bitrate_lock = threading.Lock()
         self._pending_bitrate: int | None = None
+        self._counter = StatsCounter()
+        self._keyframe = KeyframeRequest()
+        self._handover = ThreadHandover(
+            self.name,
+            maxsize=queue_size(fps),
+            on_overflow=self.request_keyframe,
+            start_timeout=self.start_timeout,
+        )
+
+    async def start(self) -> None:
+        await self._handover.start(self._run)
+        log.info("source=picamera2 started %dx%d@%d", self.width, self.height, self.fps)
+
+    async def stop(self) -> None:
+        self._handover.request_stop()
+        self._wake.set()  # the control thread sees the stop at once
+        await self._handover.stop()
+
+    async def next_unit(self) -> AccessUnit:
+        return await self._handover.get()
+
+    def request_keyframe(self) -> None:
+        self._keyframe.set()
+        self._wake.set()
 
     def set_bitrate(self, bits_per_second: int) -> None:
         with self._bitrate_lock:
             self._pending_bitrate = clamp_bitrate(bits_per_second)
         self._wake.set()
 
-    def _wake_thread(self) -> None:
-        self._wake.set()
+    @property
+    def stats(self) -> SourceStats:
+        return self._counter.snapshot(dropped=self._handover.dropped)
 
     def _take_pending_bitrate(self) -> int | None:
         with self._bitrate_lock:
             bitrate, self._pending_bitrate = self._pending_bitrate, None
         return bitrate
 
-    def _thread_main(self, stop: threading.Event, ready: concurrent.futures.Future[None]) -> None:
-        sink = FrameSink(self._push, self._counter, clock=self._clock, on_error=self._fail)
-        session: _CameraSession | None = None
+    def _run(self, stop: threading.Event, ready: Callable[[], None]) -> None:
+        """The handover's thread: open the camera, then control it until `stop`."""
+        sink = FrameSink(
+            self._handover.push, self._counter, clock=self._clock, on_error=self._handover.fail
+        )
         self.bitrate = self._take_pending_bitrate() or self.bitrate
-        try:
-            session = _CameraSession(self._load_api(), self, sink)
-            session.open(self.bitrate)
-        except Exception as exc:
-            ready.set_exception(self._start_error(exc))
-            if session is not None:
-                session.close()
-            return
-        ready.set_result(None)
+        session = self._open(sink)
+        ready()
         try:
             self._control(stop, session, sink)
         except Exception as exc:  # the one place this thread's failures end up
             log.exception("source=picamera2 control failed")
-            self._fail(SourceError(f"the camera failed: {exc}"))
+            self._handover.fail(SourceError(f"the camera failed: {exc}"))
         finally:
             session.close()
 
-    def _start_error(self, exc: Exception) -> SourceError:
-        if isinstance(exc, SourceError):
-            return exc
-        log.exception("source=picamera2 cannot start")
-        return SourceError(f"cannot start the camera: {type(exc).__name__}: {exc}")
+    def _open(self, sink: FrameSink) -> _CameraSession:
+        """The camera, configured and encoding; SourceError (the start's) if it cannot."""
+        session: _CameraSession | None = None
+        try:
+            session = _CameraSession(self._load_api(), self, sink)
+            session.open(self.bitrate)
+        except Exception as exc:
+            if session is not None:
+                session.close()
+            if isinstance(exc, SourceError):
+                raise
+            log.exception("source=picamera2 cannot start")
+            raise SourceError(f"cannot start the camera: {type(exc).__name__}: {exc}") from exc
+        return session
 
     def _control(self, stop: threading.Event, session: _CameraSession, sink: FrameSink) -> None:
         last_restart = self._clock()
@@ -189,7 +253,9 @@ class Picamera2Source(ThreadedSource):
                     self.bitrate = bitrate
             silent = self._clock() - max(sink.last_unit_at or last_restart, last_restart)
             if silent > self.stall_timeout:
-                self._fail(SourceError(f"the camera delivered no frame for {silent:.0f} s"))
+                self._handover.fail(
+                    SourceError(f"the camera delivered no frame for {silent:.0f} s")
+                )
                 return
 
 
@@ -244,7 +310,7 @@ class _CameraSession:
             "bitrate": bitrate,
             "repeat": True,
             "iperiod": source.keyframe_interval,
-            "profile": PROFILE,
+            "profile": ENCODER_PROFILE,
         }
         if self._software:
             factory = self._api.software_encoder

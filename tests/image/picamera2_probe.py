@@ -91,7 +91,7 @@ class Tap:
 
 def describe(unit: AccessUnit) -> dict[str, Any]:
     return {
-        "nal_types": [nal[0] & 0x1F for nal in h264.split_nals(unit.data) if nal],
+        "nal_types": [nal[0] & 0x1F for nal in h264.nal_units(unit.data) if nal],
         "keyframe": unit.keyframe,
         "timestamp_us": unit.timestamp_us,
     }

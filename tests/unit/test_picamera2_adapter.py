@@ -39,7 +39,7 @@ def picture(n: int, *, key: bool, headers: bool = True) -> bytes:
 
 
 def frame_number(unit: AccessUnit) -> int:
-    return int(h264.split_nals(unit.data)[-1][2:])
+    return int(bytes(h264.nal_units(unit.data)[-1][2:]))
 
 
 class FakeOutput:

@@ -23,9 +23,10 @@ def annexb(*nals: bytes, short: bool = False) -> bytes:
 
 def test_split_handles_3_and_4_byte_start_codes_and_trailing_zeros() -> None:
     data = b"\x00\x00\x00\x01" + SPS + b"\x00\x00\x01" + PPS + b"\x00\x00" + b"\x00\x00\x01" + IDR
-    assert h264.split_nals(data) == [SPS, PPS, IDR]
-    assert h264.split_nals(b"") == []
-    assert h264.split_nals(b"garbage without start code") == []
+    assert h264.nal_units(data) == [SPS, PPS, IDR]
+    assert all(isinstance(nal, memoryview) for nal in h264.nal_units(data))  # views, no copies
+    assert h264.nal_units(b"") == []
+    assert h264.nal_units(b"garbage without start code") == []
 
 
 def test_types_keyframes_and_parameter_sets() -> None:

@@ -1,15 +1,13 @@
-"""Real-time slots (Pacer) and the owned worker thread."""
+"""Real-time slots (Pacer)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 
 import pytest
 
 from cvh_camera.appliance.sources.pacing import Pacer
-from cvh_camera.appliance.sources.worker import WorkerThread
 
 
 class FakeClock:
@@ -55,25 +53,3 @@ def test_pacer_returns_none_once_stopped() -> None:
     assert time.monotonic() - started < 0.9
     with pytest.raises(ValueError):
         Pacer(0)
-
-
-async def test_worker_stops_and_joins() -> None:
-    before = set(threading.enumerate())
-    worker = WorkerThread("test-worker", lambda stop: stop.wait())
-    worker.start()
-    assert worker.alive
-    assert await worker.stop(timeout=2)
-    assert not worker.alive
-    assert set(threading.enumerate()) == before
-    assert await worker.stop(timeout=2)  # idempotent
-
-
-async def test_worker_that_ignores_stop_is_abandoned_within_the_bound() -> None:
-    release = threading.Event()
-    worker = WorkerThread("test-stuck", lambda stop: release.wait(5))
-    worker.start()
-    started = time.monotonic()
-    assert not await worker.stop(timeout=0.2)
-    assert time.monotonic() - started < 1.0
-    release.set()
-    await asyncio.sleep(0)

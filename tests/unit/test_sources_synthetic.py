@@ -13,8 +13,7 @@ import pytest
 from cvh_camera.appliance.sources import create_source, h264
 from cvh_camera.appliance.sources.base import AccessUnit, SourceError, VideoSource
 from cvh_camera.appliance.sources.pattern import TestPattern
-from cvh_camera.appliance.sources.synthetic import SyntheticSource
-from cvh_camera.appliance.sources.x264 import X264Encoder
+from cvh_camera.appliance.sources.synthetic import SyntheticSource, X264Encoder
 from tests.support.counter import read_counter
 
 
@@ -92,10 +91,10 @@ def test_x264_gives_constrained_baseline_annexb_with_sps_pps_on_every_idr() -> N
     assert keyframes == [0, 10, 13, 23]  # periodic, forced, and the period restarts there
     for n, unit in enumerate(units):
         assert h264.has_parameter_sets(unit) == (n in keyframes)
-    sps = next(nal for nal in h264.split_nals(units[0]) if h264.nal_type(nal) == h264.NAL_SPS)
+    sps = next(nal for nal in h264.nal_units(units[0]) if h264.nal_type(nal) == h264.NAL_SPS)
     # profile_idc 66 with constraint_set0 and constraint_set1: constrained baseline, 42c0xx
     assert h264.profile_level_id(sps)[:4] == "42c0"
-    assert not any(h264.nal_type(nal) == 3 for unit in units for nal in h264.split_nals(unit))
+    assert not any(h264.nal_type(nal) == 3 for unit in units for nal in h264.nal_units(unit))
 
 
 def test_counter_survives_compression() -> None:

@@ -1,4 +1,5 @@
-"""appliance.sources.v4l2_control: the ioctl a running hardware encoder gets for a new bitrate."""
+"""The picamera2 source's V4L2 control: the ioctl a running hardware encoder gets for a new
+bitrate."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cvh_camera.appliance.sources.v4l2_control import running_device, set_bitrate_control
+from cvh_camera.appliance.sources.picamera2_source import running_device, set_bitrate_control
 
 
 def _iowr(kind: str, number: int, size: int) -> int:
