@@ -17,6 +17,7 @@ from typing import IO, Any
 from aiohttp import web
 
 from cvh_camera.server.attempts import AttemptLimiter
+from cvh_camera.server.cascade import Cascade
 from cvh_camera.server.config import ServerConfig
 from cvh_camera.server.controller import ControllerInput, handle_line
 from cvh_camera.server.engine import SlotSocketServer
@@ -24,7 +25,8 @@ from cvh_camera.server.janus_room import JanusRoom
 from cvh_camera.server.notify import NoNotify, NotifyFile
 from cvh_camera.server.origins import OriginPolicy
 from cvh_camera.server.outbox import SocketOutbox
-from cvh_camera.server.pages import add_pages
+from cvh_camera.server.pages import add_pages, browser_janus_url, edge_browser_urls
+from cvh_camera.server.receivers import ReceiverSpread
 from cvh_camera.server.seats import SeatGuard
 from cvh_camera.server.service import SlotService
 from cvh_camera.server.slots import SlotTable
@@ -39,6 +41,8 @@ ROOM = web.AppKey("room", JanusRoom)
 SIO = web.AppKey("sio", SlotSocketServer)
 OUTBOX = web.AppKey("outbox", SocketOutbox)
 SEATS = web.AppKey("seats", SeatGuard)
+CASCADE = web.AppKey("cascade", Cascade)
+RECEIVERS = web.AppKey("receivers", ReceiverSpread)
 
 # How long shutdown waits for connections to close after `remove_all_feeds` went out. Browsers
 # close at once when told; a client that does not must not hold the Janus room hostage.
@@ -77,19 +81,24 @@ def create_app(
         NotifyFile(Path(config.notify_path)) if config.notify_path else NoNotify()
     )
     room = JanusRoom(config.janus, config.slots, on_lost=lambda: service.janus_lost())
-    service = SlotService(table, outbox, notifier, room)
+    cascade = Cascade(room, config.janus, config.slots, lambda: table.claimed().keys())
+    service = SlotService(table, outbox, notifier, cascade, on_feeds_changed=cascade.feeds_changed)
     for preset in config.preactivated:
         service.activate_slot(preset.slot, preset.token, preset.annotation)
     limiter = AttemptLimiter(config.failed_attempts, config.attempt_window)
     seats = SeatGuard(room, service, grace=config.publisher_grace)
-    register_handlers(sio, service, limiter, seats.set_feed_id)
-    app[SEATS] = seats
+    receivers = ReceiverSpread(
+        browser_janus_url(config.janus), edge_browser_urls(config.janus), cascade.usable
+    )
+    register_handlers(sio, service, limiter, seats.set_feed_id, receivers)
+    app[SEATS], app[CASCADE], app[RECEIVERS] = seats, cascade, receivers
 
     app[CONFIG], app[SERVICE], app[ROOM], app[SIO], app[OUTBOX] = config, service, room, sio, outbox
     app.cleanup_ctx.append(_task_ctx("socket.io outbox", outbox.run))
     if isinstance(notifier, NotifyFile):
         app.cleanup_ctx.append(_notify_ctx(notifier))
     app.cleanup_ctx.append(_room_ctx(room))
+    app.cleanup_ctx.append(_cascade_ctx(cascade))
     app.cleanup_ctx.append(_task_ctx("seat guard", seats.run))
     if controller_stream is None and config.read_stdin:
         controller_stream = sys.stdin
@@ -132,6 +141,15 @@ def _notify_ctx(notifier: NotifyFile) -> Callable[[web.Application], AsyncIterat
     return ctx
 
 
+def _cascade_ctx(cascade: Cascade) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        cascade.start()
+        yield
+        await cascade.close()
+
+    return ctx
+
+
 def _room_ctx(room: JanusRoom) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         room.start()
@@ -157,6 +175,8 @@ async def _health(request: web.Request) -> web.Response:
     service = app[SERVICE]
     body = {
         "janus": app[ROOM].status(),
+        "edges": app[CASCADE].status(),
+        "receivers": app[RECEIVERS].counts(),
         "slots": service.table.count,
         "activated": [s.index for s in service.table if s.active],
         "feeds": {k: v["feedId"] for k, v in service.query_state().items()},

@@ -42,6 +42,7 @@ from cvh_camera.server.janus_filter import (
 log = logging.getLogger(__name__)
 
 PROXY_PATH = "/janus"
+EDGE_PROXY_PATH = "/janus-edge/{index}"  # edge N of janus.edges (server.cascade)
 _TAIL = r"{tail:(info|\d{1,20}(/\d{1,20})?)}"
 REQUEST_TIMEOUT = 8.0  # Janus answers at once (asynchronous plugin requests with "ack")
 POLL_TIMEOUT = 40.0  # Janus holds a long poll for up to 30 s; janus.js waits 45 s
@@ -90,9 +91,8 @@ class JanusProxy:
         try:
             payload = decode_body(await _read_body(request))
         except BadBody as bad:
-            log.warning(
-                "janus proxy refused peer=%s POST %s: %s", request.remote, _path(tail), bad.reason
-            )
+            path = _path(request)
+            log.warning("janus proxy refused peer=%s POST %s: %s", request.remote, path, bad.reason)
             answer = janus_error(bad.code, bad.reason, None, status=bad.status)
             if bad.status == 413:
                 answer.force_close()  # the rest of a huge body is not worth reading
@@ -132,7 +132,7 @@ class JanusProxy:
         except aiohttp.ClientError as error:
             reason = f"Janus unreachable ({type(error).__name__})"
             status = _UNREACHABLE
-        log.warning("janus proxy %s %s failed: %s", request.method, _path(tail), reason)
+        log.warning("janus proxy %s %s failed: %s", request.method, _path(request), reason)
         return janus_error(0, reason, transaction, status)
 
 
@@ -140,13 +140,16 @@ _JSON_TYPE = "application/json"
 _JSON: Mapping[str, str] = {"Content-Type": _JSON_TYPE}
 
 
-def add_janus_proxy(app: web.Application, janus_url: str, *, room: int) -> None:
-    """Serve the allowed part of the Janus API at `/janus`, for the VideoRoom `room`."""
+def add_janus_proxy(
+    app: web.Application, janus_url: str, *, room: int, path: str = PROXY_PATH
+) -> None:
+    """Serve the allowed part of the Janus API at `path` (`/janus`, or an edge's
+    `/janus-edge/N`), for the VideoRoom `room`."""
     proxy = JanusProxy(janus_url, room)
     app.cleanup_ctx.append(proxy.pools)
-    for path in (PROXY_PATH, f"{PROXY_PATH}/{_TAIL}"):
-        app.router.add_route("GET", path, proxy.handle)
-        app.router.add_route("POST", path, proxy.handle)
+    for route in (path, f"{path}/{_TAIL}"):
+        app.router.add_route("GET", route, proxy.handle)
+        app.router.add_route("POST", route, proxy.handle)
 
 
 @contextlib.asynccontextmanager
@@ -181,14 +184,15 @@ def janus_error(code: int, reason: str, transaction: str | None, status: int) ->
 def _refused(
     request: web.Request, tail: str, reason: str, transaction: str | None, *, status: int
 ) -> web.Response:
-    log.warning(
-        "janus proxy refused peer=%s %s %s: %s", request.remote, request.method, _path(tail), reason
-    )
+    peer, method, path = request.remote, request.method, _path(request)
+    log.warning("janus proxy refused peer=%s %s %s: %s", peer, method, path, reason)
     return janus_error(REFUSED, reason, transaction, status)
 
 
-def _path(tail: str) -> str:
+def _path(request: web.Request) -> str:
     """The request's path for the log; session and handle ids masked (they are capabilities:
     whoever knows both can send requests on that handle)."""
+    tail = request.match_info.get("tail", "")
+    base = request.path[: len(request.path) - len(tail)].rstrip("/")
     parts = [part if part == "info" else mask(part) for part in tail.split("/") if part]
-    return "/".join([PROXY_PATH, *parts])
+    return "/".join([base, *parts])

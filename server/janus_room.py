@@ -13,6 +13,7 @@ the room also owns; `participants()` and `kick()` are awaited by the seat guard
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 NO_SUCH_ROOM = 426
 NO_SUCH_FEED = 428
 VIDEO_CODECS = "h264,vp8"  # H.264 first: the appliance sends the camera's hardware H.264
-_FAILURES = (JanusError, JanusUnavailable, aiohttp.ClientError, TimeoutError)
+# What a request to Janus may fail with besides RoomUnavailable (server.cascade catches these too).
+FAILURES = (JanusError, JanusUnavailable, aiohttp.ClientError, TimeoutError)
 
 
 class RoomUnavailable(Exception):
@@ -59,6 +61,7 @@ class Participant:
     id: int | str
     display: str
     publishing: bool  # Janus's `publisher`: media is up; false = joined, not (yet) publishing
+    remote: bool = False  # a remote publisher (fed by another Janus: server.cascade)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ class JanusRoom:
         if self._handle is not None and self._session is not None and not self._session.lost:
             try:
                 await self._destroy_room(self._handle)
-            except _FAILURES as error:
+            except FAILURES as error:
                 log.warning(
                     "janus room destroy failed room=%d error=%s", self._settings.room, error
                 )
@@ -194,6 +197,41 @@ class JanusRoom:
         """Kick a publisher now, with the room secret; one that already left is fine."""
         await self._kick_on(self._ready_handle(), feed_id)
 
+    # --------------------------------------------------------------- cascade
+
+    async def room_request(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A VideoRoom request about our room on our handle, with the room's secret and
+        admin key added (the remote-publisher requests of `server.cascade`)."""
+        full = {**body, "room": self._settings.room, "secret": self._settings.secret}
+        if self._settings.admin_key:
+            full["admin_key"] = self._settings.admin_key
+        return await self._check(self._ready_handle(), full)
+
+    async def feed_streams(self, feed_id: int | str) -> list[dict[str, Any]]:
+        """A publisher's streams (type, codec, its mid), as a new subscriber is offered
+        them: a handle of our session joins as its subscriber, reads the offer's summary
+        and detaches without answering it (nothing flows)."""
+        session = self._session
+        if session is None or self.state is not RoomState.READY:
+            raise RoomUnavailable(f"room {self._settings.room} is {self.state.value}")
+        handle = await session.attach("janus.plugin.videoroom")
+        try:
+            join = {"request": "join", "ptype": "subscriber", "room": self._settings.room,
+                    "streams": [{"feed": feed_id}]}  # fmt: skip
+            if self._pin:
+                join["pin"] = self._pin
+            try:
+                data, _ = await handle.message(join, timeout=self._check_timeout)
+            except JanusError as error:
+                raise RoomUnavailable(f"join as subscriber: {error}", error.code) from error
+        finally:
+            with contextlib.suppress(*FAILURES):
+                await handle.detach()
+        streams = data.get("streams")
+        if not isinstance(streams, list):
+            raise RoomUnavailable(f"the offer for feed {feed_id} lists no streams")
+        return [s for s in streams if isinstance(s, dict)]
+
     # ------------------------------------------------------------- internals
 
     async def _supervise(self) -> None:
@@ -203,7 +241,7 @@ class JanusRoom:
                 reason = await self._trouble()
                 if reason is not None:  # a vanished room was handled where it was noticed
                     self._lost(reason)
-            except _FAILURES as error:
+            except FAILURES as error:
                 self._lost(f"{type(error).__name__}: {error}")
             except Exception as error:  # one broad catch per task loop: log, retry
                 log.exception("janus room supervisor failed")
@@ -344,7 +382,7 @@ class JanusRoom:
                     await self._kick(request)
                 else:
                     await self._send_pin(request)
-            except (*_FAILURES, RoomUnavailable) as error:
+            except (*FAILURES, RoomUnavailable) as error:
                 log.warning(
                     "janus request failed request=%s error=%s", type(request).__name__, error
                 )
@@ -406,4 +444,4 @@ def _participant(entry: object) -> Participant | None:
     if isinstance(feed_id, bool) or not isinstance(feed_id, int | str):
         return None
     shown = display if isinstance(display, str) else ""
-    return Participant(feed_id, shown, entry.get("publisher") is True)
+    return Participant(feed_id, shown, entry.get("publisher") is True, entry.get("remote") is True)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from cvh_camera.server.config import ServerConfig
-from cvh_camera.server.janus_proxy import PROXY_PATH, add_janus_proxy
+from cvh_camera.server.config import JanusSettings, ServerConfig
+from cvh_camera.server.janus_proxy import EDGE_PROXY_PATH, PROXY_PATH, add_janus_proxy
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,13 @@ _STATIC = web.AppKey("pages_static", Path)
 def add_pages(app: web.Application, config: ServerConfig, static: Path = STATIC) -> None:
     app[_CONFIG] = config
     app[_STATIC] = static
-    if not config.janus.browser_url:
-        add_janus_proxy(app, config.janus.url, room=config.janus.room)
+    janus = config.janus
+    if not janus.browser_url:
+        add_janus_proxy(app, janus.url, room=janus.room)
+    for index, edge in enumerate(janus.edges):
+        if not edge.browser_url:
+            path = EDGE_PROXY_PATH.format(index=index)
+            add_janus_proxy(app, edge.url, room=janus.room, path=path)
     for path, page in (
         ("/", "receiver.html"),
         ("/receiver", "receiver.html"),
@@ -60,8 +65,21 @@ async def _page_config(request: web.Request) -> web.Response:
     config = request.app[_CONFIG]
     body = {
         "socketioPath": config.socketio_path,
-        "janusUrl": config.janus.browser_url or PROXY_PATH,
+        "janusUrl": browser_janus_url(config.janus),
         "room": config.janus.room,
         "slots": config.slots,
     }
     return web.json_response(body, headers={"Cache-Control": "no-cache"})
+
+
+def browser_janus_url(janus: JanusSettings) -> str:
+    """The origin Janus as the pages reach it: its browser_url, or our proxy."""
+    return janus.browser_url or PROXY_PATH
+
+
+def edge_browser_urls(janus: JanusSettings) -> list[str]:
+    """Every edge as the pages reach it: its browser_url, or our proxy for it."""
+    return [
+        edge.browser_url or EDGE_PROXY_PATH.format(index=index)
+        for index, edge in enumerate(janus.edges)
+    ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,12 +79,19 @@ class SenderAuth:
 
 class SlotService:
     def __init__(
-        self, table: SlotTable, outbox: Outbox, notifier: Notifier, room: RoomControl
+        self,
+        table: SlotTable,
+        outbox: Outbox,
+        notifier: Notifier,
+        room: RoomControl,
+        *,
+        on_feeds_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.table = table
         self._outbox = outbox
         self._notifier = notifier
         self._room = room
+        self._feeds_changed = on_feeds_changed  # the verified feeds changed (server.cascade)
         self._senders: dict[str, SenderAuth] = {}
 
     # ----------------------------------------------------------------- senders
@@ -149,6 +157,7 @@ class SlotService:
             self._clear_feed(slot, "replaced by its sender", kick=not same)
         slot.feed = Feed(report.feed_id, sid, report.session_id, report.handle_id)
         log.info("feed set slot=%d feed=%s sid=%s", slot.index, report.feed_id, sid)
+        self._feeds_changed()
         self._outbox.broadcast("new_feed", {"slot": slot.index, **slot.feed_state()})
         self._notifier.notify(f"new_feed {slot.index}")
         if report.custom_name is not None:
@@ -310,6 +319,7 @@ class SlotService:
         if feed is None:
             return
         log.info("feed removed slot=%d feed=%s reason=%r", slot.index, feed.feed_id, why)
+        self._feeds_changed()
         self._outbox.broadcast("remove_feed", {"slot": slot.index})
         self._notifier.notify(f"remove_feed {slot.index}")
         if kick:

@@ -23,6 +23,7 @@ import socketio
 from cvh_camera.protocol import INVALID_TOKEN
 from cvh_camera.server.attempts import AttemptLimiter
 from cvh_camera.server.payloads import MAX_TOKEN, refused, shown
+from cvh_camera.server.receivers import ReceiverSpread
 from cvh_camera.server.service import SlotService
 
 log = logging.getLogger(__name__)
@@ -90,20 +91,24 @@ def register_handlers(
     service: SlotService,
     limiter: AttemptLimiter,
     set_feed_id: Handler,
+    receivers: ReceiverSpread,
 ) -> None:
-    """`set_feed_id` asks Janus before the service commits (`server.seats.SeatGuard`)."""
+    """`set_feed_id` asks Janus before the service commits (`server.seats.SeatGuard`);
+    `query_janus_url` is ours (not the original's): which Janus a receiver page uses."""
     events: dict[str, Handler] = {
         "sender_init": _limited(sio, limiter, service.sender_init),
         "set_feed_id": set_feed_id,
         "change_name": service.change_name,
         "set_bitrate_limit": service.set_bitrate_limit,
         "query_state": lambda sid, data: service.query_state(),
+        "query_janus_url": receivers.query,
     }
     for name, handler in events.items():
         sio.on(name, _guarded(name, handler))
 
     async def on_disconnect(sid: str, *reason: Any) -> None:
         try:
+            receivers.forget(sid)
             service.disconnected(sid)
         except Exception:
             log.exception("disconnect handling failed sid=%s", sid)
