@@ -1,17 +1,15 @@
 """Fan-out of the slot server, beside the original: how fast N receivers learn of a feed.
 
 For each N and each server (with `--baseline`, the original Node.js server first, then
-ours): a fresh server process on a local Janus, started as the original is deployed (the
-legacy JSON configuration in CONFIG_PATH; slot 0 activated on its stdin), N lightweight
-websocket receivers (`eio_receivers.py`, negotiating permessage-deflate as Chromium does),
-then rounds of a sender (the same lightweight client, so that its ack is timestamped on
-arrival like the receivers' events) doing what a sender page does: `sender_init`, join the
-Janus room as a publisher (no media: the servers look at the room, not at the stream),
-`set_feed_id` with that publisher's ids, then leave. Measured:
+ours): a fresh server process on a local Janus (`bench.rig`), N receivers
+(`bench.receivers`: a light client, because python-socketio's own would measure itself,
+see there), then rounds of a sender (python-socketio's client) doing what a sender page
+does: `sender_init`, join the Janus room as a publisher (no media: the servers look at the
+room, not at the stream), `set_feed_id` with that publisher's ids, then leave. Measured:
 
 - connect: wall time until all N receivers have joined the default namespace;
 - new_feed: from sending `set_feed_id` to the last receiver's `new_feed` (and, printed per
-  round, from the arrival of its ack);
+  round, from its ack);
 - remove_feed: from the sender starting to disconnect to the last receiver's `remove_feed`;
 - the server's RSS before and after connecting N; its growth per receiver.
 
@@ -19,7 +17,7 @@ Every time is CLOCK_MONOTONIC (`time.monotonic()`), shared by all processes. Eac
 per round; the tables give the median and the maximum over the rounds (after one warm-up
 round, which is shown but not counted), and ours/original for each figure.
 
-    python bench/fanout.py [--counts 100,1000,3000] [--rounds 5]
+    python -m bench.fanout [--counts 100,1000,3000] [--rounds 5]
                            [--baseline …/camera-server/dist/server.js]
                            [--uvloop/--no-uvloop] [--server-gc-threshold T0,T1,T2]
                            [--pin/--no-pin] [--write-results]
@@ -35,41 +33,124 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import ExitStack
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
-from eio_receivers import Arrivals, ClientError, ReceiverPool, call_ok, connect_client
-from fanout_report import CountResult, Round, print_report, write_results
-from procs import (
-    BenchEnv,
-    ServerKind,
-    ServerProcess,
-    T,
-    bench_env,
-    cancelled_by_sigterm,
-    cpus_text,
-    describe_original,
-    exit_on_sigterm,
-    loop_factory,
-    machine,
-    original,
-    ours,
-    raise_nofile,
-    rss_kib,
-    write_legacy_config,
-)
 
-from cvh_camera.janus import JanusSession
-from cvh_camera.janus_local import find_free_port
+from bench import rig, servers
+from bench.clients import call_ok, janus_publisher, socketio_client
+from bench.receivers import ClientError, ReceiverPool
+from bench.results import publish, table
 
-HOST = "127.0.0.1"
-SIO_PATH = "/socket.io"  # both servers' default (the original's socket.io: /socket.io/)
-STEP_TIMEOUT = 15.0  # one round trip, one fan-out, the server coming up
+SECTION = "## Fan-out (slot server)"
+TARGETS_MS = {1000: 45.0, 3000: 120.0}  # every receiver informed within, max over rounds
 # A pause between rounds, not a wait for anything: the next round's times should not include
 # the server's closing of the previous sender (every receiver already has its remove_feed).
 ROUND_GAP = 0.2
+DESCRIPTION = """\
+`python -m bench.fanout` measures our slot server and, with `--baseline`, the original
+Node.js camera server side by side in the same run: for each N the original first, then
+ours, each a fresh process (pinned to its own CPU with `--pin`, the same for both) started
+the way the original is deployed (the legacy JSON configuration in `CONFIG_PATH`, slot 0
+activated by `activate_slot` on its stdin), on the same local Janus (a room of its own
+each). N websocket receivers negotiate like Chromium: they offer `permessage-deflate;
+client_max_window_bits` and inflate what the server compresses. They are a minimal
+Engine.IO v4 / socket.io v5 client (`bench/receivers.py`, one asyncio protocol each,
+timestamped on arrival with CLOCK_MONOTONIC), not python-socketio's: 3000
+`socketio.AsyncClient`s in one process cost 230 µs of CPU per receiver and event on this
+machine, so a broadcast to 3000 would read 610-720 ms, the client's own time, against 14 µs
+(41 ms) for these. Then rounds of a sender (python-socketio's `AsyncClient`; the figures
+below up to 2026-12-02 were measured with the light client as the sender) doing what a
+sender page does: `sender_init`, join the Janus room as a publisher (no media),
+`set_feed_id` with that publisher's ids, leave. Median (p50) and max are over the rounds
+(one warm-up round first, not counted).
+
+- *connect*: until all N receivers have joined the default namespace.
+- *new_feed*: from sending `set_feed_id` to the **last** receiver's `new_feed`.
+- *remove_feed*: from the sender starting to leave to the last receiver's `remove_feed`.
+- *RSS growth*: the server's VmRSS after connecting N minus before; *KiB/receiver*: that
+  growth per receiver.
+- *permessage-deflate*: how the server answered the receivers' offer.
+- *full GCs*: generation-2 collections in our server during the rounds (longest).
+- *ours/original*: below 1 means ours is faster or smaller.
+
+Targets (ours): 1000 receivers informed within 45 ms, 3000 within 120 ms (max)."""
+
+
+class Arrivals:
+    """When each receiver got the one event currently being measured."""
+
+    def __init__(self, receivers: int) -> None:
+        self._event, self._expected = "", receivers
+        self._times: dict[int, float] = {}
+        self._complete = asyncio.Event()
+
+    def expect(self, event: str) -> None:
+        """Start a measurement: wait for `event` at every receiver."""
+        self._event, self._times = event, {}
+        self._complete.clear()
+
+    def record(self, receiver: int, event: str, data: Any, at: float) -> None:
+        if event == self._event and receiver not in self._times:
+            self._times[receiver] = at
+            if len(self._times) >= self._expected:
+                self._complete.set()
+
+    async def wait(self) -> list[float]:
+        """The arrival times, sorted, once every expected receiver has the event."""
+        try:
+            async with asyncio.timeout(rig.STEP_TIMEOUT):
+                await self._complete.wait()
+        except TimeoutError:
+            got, want = len(self._times), self._expected
+            raise ClientError(f"{self._event}: {got} of {want} receivers in time") from None
+        return sorted(self._times.values())
+
+
+@dataclass(frozen=True)
+class Round:
+    """One set_feed_id / disconnect of the sender, in milliseconds."""
+
+    started_s: float  # seconds after the last receiver joined
+    new_feed_last: float  # set_feed_id ack → last receiver's new_feed
+    new_feed_median: float  # set_feed_id ack → the median receiver's new_feed
+    new_feed_from_request: float  # set_feed_id sent → last receiver's new_feed
+    remove_feed_last: float  # sender's disconnect → last receiver's remove_feed
+    remove_feed_median: float
+    ack_rtt: float  # set_feed_id sent → ack
+
+    def text(self) -> str:
+        return (
+            f"t+{self.started_s:5.1f} s  new_feed from request {self.new_feed_from_request:6.1f}"
+            f" from ack {self.new_feed_last:6.1f} median {self.new_feed_median:6.1f}  remove_feed"
+            f" last {self.remove_feed_last:6.1f} median {self.remove_feed_median:6.1f}  ack rtt"
+            f" {self.ack_rtt:5.1f} ms"
+        )
+
+
+@dataclass(frozen=True)
+class CountResult:
+    """Everything measured for one server at one N."""
+
+    server: str  # "ours" or "original"
+    count: int
+    connect_s: float
+    rss_before_kib: int
+    rss_after_kib: int
+    deflate: str  # how the server answered permessage-deflate
+    rounds: tuple[Round, ...]  # counted (after the warm-up)
+    server_full_gcs: tuple[float, ...] | None  # ms each, during the rounds; None: not logged
+
+    def stat(self, pick: Callable[[Round], float]) -> tuple[float, float]:
+        """Median and maximum of one figure over the counted rounds."""
+        values = [pick(r) for r in self.rounds]
+        return statistics.median(values), max(values)
+
+    @property
+    def rss_growth_kib(self) -> int:
+        return self.rss_after_kib - self.rss_before_kib
 
 
 @contextlib.contextmanager
@@ -85,48 +166,22 @@ def _gc_paused() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _ms(seconds: float) -> float:
-    return seconds * 1000.0
-
-
-@contextlib.asynccontextmanager
-async def janus_publisher(
-    http: aiohttp.ClientSession, janus_url: str, room: int
-) -> AsyncIterator[dict[str, int]]:
-    """A publisher in `room` (joined, no media), as a sender page is before `set_feed_id`:
-    yields that request's feedId, sessionId and videoroomId. Leaves the room at the end."""
-    async with asyncio.timeout(STEP_TIMEOUT):
-        session = await JanusSession.create(http, janus_url, request_timeout=STEP_TIMEOUT)
-    try:
-        handle = await session.attach("janus.plugin.videoroom")
-        join = {"request": "join", "ptype": "publisher", "room": room, "pin": ""}
-        joined, _ = await handle.message(join, timeout=STEP_TIMEOUT)
-        if joined.get("videoroom") != "joined" or not isinstance(joined.get("id"), int):
-            raise ClientError(f"Janus join refused: {joined}")
-        yield {"feedId": joined["id"], "sessionId": session.id, "videoroomId": handle.id}
-    finally:
-        await session.destroy()
-
-
 async def one_round(
-    port: int, token: str, arrivals: Arrivals, count: int, feed: dict[str, int], since: float
+    server: servers.Server, token: str, arrivals: Arrivals, feed: dict[str, int], since: float
 ) -> Round:
     """One sender: sender_init, set_feed_id (timed until every receiver has new_feed), leave
     (timed until every receiver has remove_feed)."""
-    async with asyncio.timeout(STEP_TIMEOUT):
-        sender = await connect_client(HOST, port, SIO_PATH, -1, arrivals=None)
-    try:
-        await call_ok(sender, "sender_init", {"slot": 0, "token": token}, STEP_TIMEOUT)
-        arrivals.expect("new_feed", count)
+    async with socketio_client(server.url) as sender:
+        await call_ok(sender, "sender_init", {"slot": 0, "token": token})
+        arrivals.expect("new_feed")
         sent = time.monotonic()
-        acked = await call_ok(sender, "set_feed_id", feed, STEP_TIMEOUT)
-        added = await arrivals.wait(STEP_TIMEOUT)
-        arrivals.expect("remove_feed", count)
+        await call_ok(sender, "set_feed_id", feed)
+        acked = time.monotonic()
+        added = await arrivals.wait()
+        arrivals.expect("remove_feed")
         left = time.monotonic()
-        sender.leave()
-    finally:
-        sender.close()
-    removed = await arrivals.wait(STEP_TIMEOUT)
+        await sender.disconnect()
+    removed = await arrivals.wait()
     return Round(
         started_s=sent - since,
         new_feed_last=_ms(added[-1] - acked),
@@ -138,111 +193,135 @@ async def one_round(
     )
 
 
-async def start_server(
-    kind: ServerKind, label: str, tokens: Sequence[str], env: BenchEnv, cleanup: ExitStack
-) -> tuple[ServerProcess, int, int]:
-    """A fresh server on its own port and Janus room, ready, slot i activated with
-    `tokens[i]` on its stdin: (the server, its port, its room). `cleanup` stops it."""
-    port, room = find_free_port(), next(env.rooms)
-    config_path = env.workdir / f"{kind.name}-{label}.json"
-    write_legacy_config(config_path, port, env.janus_url, env.admin_key, room)
-    server = ServerProcess(kind, config_path, env.workdir / f"{kind.name}-{label}.log", env.cpus)
-    cleanup.callback(server.stop)
-    server.start()
-    await server.wait_ready(STEP_TIMEOUT)
-    for slot, token in enumerate(tokens):
-        await server.activate(slot, token, STEP_TIMEOUT)
-    return server, port, room
-
-
-async def connect_receivers(
-    server: ServerProcess, pool: ReceiverPool, count: int, args: argparse.Namespace
-) -> tuple[float, int, int]:
-    """Connect `count` receivers: (seconds until all joined, RSS before KiB, RSS after KiB).
-
-    Each RSS is read after `--settle` seconds of quiet (a pause to measure, not to wait for)."""
-    await asyncio.sleep(args.settle)
-    rss_before = rss_kib(server.pid)
-    started = time.monotonic()
-    await pool.connect(count, args.connect_concurrency, timeout=args.connect_timeout)
-    connect_s = time.monotonic() - started
-    await asyncio.sleep(args.settle)
-    return connect_s, rss_before, rss_kib(server.pid)
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0
 
 
 async def measure_count(
-    kind: ServerKind,
-    count: int,
-    args: argparse.Namespace,
-    env: BenchEnv,
-    cleanup: ExitStack,
+    bench: rig.Rig, kind: servers.ServerKind, count: int, args: argparse.Namespace
 ) -> CountResult:
     """Every figure of one server at N = `count`."""
     token = secrets.token_hex(8)
-    server, port, room = await start_server(kind, str(count), [token], env, cleanup)
-    arrivals = Arrivals()
-    pool = ReceiverPool(HOST, port, SIO_PATH, arrivals)
+    server = await servers.start(bench, kind, [token], label=f"-{count}")
+    arrivals, rounds = Arrivals(count), []
+    pool = ReceiverPool(server.port, arrivals)
     try:
-        connect_s, rss_before, rss_after = await connect_receivers(server, pool, count, args)
+        await asyncio.sleep(args.settle)  # a pause to read RSS in quiet, not a wait
+        rss_before, started = rig.rss_kib(server.process.pid), time.monotonic()
+        await pool.connect(count, args.connect_concurrency, args.connect_timeout)
         connected = time.monotonic()
-        log_offset = server.log_size()
-        rounds = []
+        await asyncio.sleep(args.settle)
+        rss_after, log_offset = rig.rss_kib(server.process.pid), server.process.log_size
         async with aiohttp.ClientSession() as http:
-            for _ in range(args.warmup + args.rounds):
-                async with janus_publisher(http, env.janus_url, room) as feed:
+            for number in range(args.warmup + args.rounds):
+                async with janus_publisher(http, bench.janus.http_url, server.room) as feed:
                     with _gc_paused():
-                        one = await one_round(port, token, arrivals, count, feed, connected)
-                rounds.append(one)
+                        rounds.append(await one_round(server, token, arrivals, feed, connected))
+                label = "warm-up" if number < args.warmup else f"round {number - args.warmup + 1}"
+                print(f"  {label:8} {rounds[-1].text()}", flush=True)
                 await asyncio.sleep(ROUND_GAP)
-        full_gcs = server.full_gcs_since(log_offset) if kind.logs_gc else None
+        full_gcs = server.full_gcs_since(log_offset)
     except Exception:
-        print(f"--- {kind.name} server log (N={count}) ---\n{server.log_tail()}", file=sys.stderr)
+        print(f"--- {kind.name} server log (N={count}) ---\n{server.process.log_tail()}")
         raise
     finally:
         deflate = pool.deflate()
         pool.close()
-        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(server.process.stop)
     return CountResult(
-        kind.name,
-        count,
-        connect_s,
-        rss_before,
-        rss_after,
-        deflate,
-        tuple(rounds[: args.warmup]),
-        tuple(rounds[args.warmup :]),
-        full_gcs,
-    )
+        kind.name, count, connected - started, rss_before, rss_after, deflate,
+        tuple(rounds[args.warmup :]), full_gcs,
+    )  # fmt: skip
 
 
-def server_kinds(args: argparse.Namespace) -> list[ServerKind]:
-    """The servers to measure per N, in order: the original (if asked for), then ours."""
-    kinds = [ours(args.uvloop, args.server_gc_threshold)]
-    if args.baseline is not None:
-        kinds.insert(0, original(args.baseline))
-    return kinds
+def _new_feed(r: Round) -> float:
+    return r.new_feed_from_request
 
 
-async def run_counts(
-    kinds: list[ServerKind],
-    args: argparse.Namespace,
-    env: BenchEnv,
-    cleanup: ExitStack,
-) -> list[CountResult]:
+def _remove_feed(r: Round) -> float:
+    return r.remove_feed_last
+
+
+# The compared figures: name, how to get it, format.
+FIGURES: tuple[tuple[str, Callable[[CountResult], float], str], ...] = (
+    ("connect s", lambda c: c.connect_s, "{:.2f}"),
+    ("new_feed p50 ms", lambda c: c.stat(_new_feed)[0], "{:.1f}"),
+    ("new_feed max ms", lambda c: c.stat(_new_feed)[1], "{:.1f}"),
+    ("remove_feed p50 ms", lambda c: c.stat(_remove_feed)[0], "{:.1f}"),
+    ("remove_feed max ms", lambda c: c.stat(_remove_feed)[1], "{:.1f}"),
+    ("RSS growth MiB", lambda c: c.rss_growth_kib / 1024, "{:.1f}"),
+    ("KiB/receiver", lambda c: c.rss_growth_kib / c.count, "{:.1f}"),
+)
+
+
+def comparison_rows(results: Sequence[CountResult]) -> list[tuple[str, ...]]:
+    """One row per N and figure: original, ours, ours/original (N with both servers only)."""
+    by_key = {(r.count, r.server): r for r in results}
+    rows: list[tuple[str, ...]] = []
+    for count in sorted({r.count for r in results}):
+        ours, original = by_key.get((count, "ours")), by_key.get((count, "original"))
+        if ours is None or original is None:
+            continue
+        for name, pick, fmt in FIGURES:
+            mine, theirs = pick(ours), pick(original)
+            ratio = f"{mine / theirs:.2f}" if theirs > 0 else "—"
+            rows.append((str(count), name, fmt.format(theirs), fmt.format(mine), ratio))
+    return rows
+
+
+def detail_rows(results: Sequence[CountResult]) -> list[tuple[str, ...]]:
+    """One row per server and N, every figure."""
+    rows = []
+    for r in results:
+        gcs = r.server_full_gcs
+        gc_text = "—" if gcs is None else f"{len(gcs)} ({max(gcs, default=0):.0f})"
+        rows.append((
+            str(r.count), r.server, *(fmt.format(pick(r)) for _, pick, fmt in FIGURES),
+            f"{r.stat(lambda x: x.ack_rtt)[0]:.1f}", f"{r.rss_before_kib / 1024:.1f}",
+            r.deflate, gc_text,
+        ))  # fmt: skip
+    return rows
+
+
+def target_lines(results: Sequence[CountResult]) -> list[str]:
+    lines = []
+    for r in results:
+        target = TARGETS_MS.get(r.count)
+        if target is None:
+            continue
+        worst = {"new_feed": r.stat(_new_feed)[1], "remove_feed": r.stat(_remove_feed)[1]}
+        verdict = "met" if max(worst.values()) <= target else "NOT met"
+        figures = ", ".join(f"{event} max {ms:.1f} ms" for event, ms in worst.items())
+        lines.append(f"{r.server}, N={r.count}, target {target:.0f} ms: {figures}: {verdict}")
+    return lines
+
+
+def figures(results: Sequence[CountResult]) -> list[str]:
+    """The section's tables and verdicts."""
+    comparison = comparison_rows(results)
+    header = ("N", "server", *(name for name, _, _ in FIGURES), "ack rtt p50 ms",
+              "RSS before MiB", "permessage-deflate", "full GCs (max ms)")  # fmt: skip
+    lines = [*table(("N", "figure", "original", "ours", "ours/original"), comparison, 2), ""]
+    lines = lines if comparison else []
+    lines += [*table(header, detail_rows(results), text=2), ""]
+    return lines + [f"- {line}" for line in target_lines(results)]
+
+
+async def run(bench: rig.Rig, args: argparse.Namespace) -> int:
     """Each N in turn, each server in turn at that N."""
     results = []
     async with asyncio.timeout(args.time_limit):
         for count in args.counts:
-            for kind in kinds:
-                result = await measure_count(kind, count, args, env, cleanup)
-                new_median, new_max = result.stat(lambda r: r.new_feed_from_request)
-                print(
-                    f"{kind.name}, N={count}: connect {result.connect_s:.2f} s, "
-                    f"new_feed p50 {new_median:.1f} ms max {new_max:.1f} ms",
-                    flush=True,
-                )
+            for kind in servers.kinds(args):
+                print(f"{kind.name}, N={count}", flush=True)
+                result = await measure_count(bench, kind, count, args)
+                median, worst = result.stat(_new_feed)
+                print(f"  connect {result.connect_s:.2f} s, new_feed p50 {median:.1f} ms "
+                      f"max {worst:.1f} ms", flush=True)  # fmt: skip
                 results.append(result)
-    return results
+    info = servers.run_info(bench, args)
+    publish(SECTION, DESCRIPTION, info, figures(results), args.write_results)
+    return 0
 
 
 def _counts(text: str) -> list[int]:
@@ -255,95 +334,23 @@ def _counts(text: str) -> list[int]:
     return counts
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--counts", type=_counts, default=[100, 1000, 3000])
-    parser.add_argument(
-        "--baseline",
-        type=Path,
-        metavar="PATH",
-        help="the original server's built dist/server.js: measure it too, before ours",
-    )
     parser.add_argument("--rounds", type=int, default=5, help="counted rounds per N")
     parser.add_argument("--warmup", type=int, default=1, help="uncounted rounds per N first")
-    parser.add_argument(
-        "--uvloop",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the server's event loop: uvloop (default) or asyncio's own",
-    )
-    parser.add_argument(
-        "--pin",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="each server on the last CPU, load generator and Janus on the others",
-    )
-    parser.add_argument(
-        "--server-gc-threshold",
-        default="",
-        metavar="T0,T1,T2",
-        help="the server's gc.set_threshold (default: Python's own, 700,10,10)",
-    )
-    parser.add_argument("--connect-concurrency", type=int, default=100)
-    parser.add_argument("--connect-timeout", type=float, default=120.0)
     parser.add_argument("--settle", type=float, default=1.0, help="pause before reading RSS")
     parser.add_argument("--time-limit", type=float, default=1800.0, help="whole run, seconds")
-    parser.add_argument(
-        "--write-results",
-        action="store_true",
-        help="rewrite the Fan-out section of bench/RESULTS.md with this run",
-    )
-    parser.add_argument(
-        "--workdir", type=Path, help="keep configs and logs here (default: a temporary folder)"
-    )
+    servers.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.warmup < 0:
         parser.error("--rounds must be at least 1 and --warmup at least 0")
-    return args
-
-
-def run_info(args: argparse.Namespace, env: BenchEnv) -> dict[str, str]:
-    """The machine and how each process ran, for the report."""
-    info = machine()
-    info["load generator"] = f"{loop_factory().__module__} loop, {cpus_text(env.load_cpus)}"
-    server = "uvloop" if args.uvloop else "asyncio"
-    server += " loop"
-    if args.server_gc_threshold:
-        server += f", gc.set_threshold({args.server_gc_threshold})"
-    info["ours"] = f"bench/serve.py, {server}, {cpus_text(env.cpus)}"
-    if args.baseline is not None:
-        info["original"] = f"{describe_original(args.baseline)}, {cpus_text(env.cpus)}"
-    return info
-
-
-def run_against_servers(
-    args: argparse.Namespace,
-    prefix: str,
-    run: Callable[[list[ServerKind], argparse.Namespace, BenchEnv, ExitStack], Awaitable[T]],
-) -> tuple[T, dict[str, str]]:
-    """`run` on each server kind `args` asks for, in a work folder with its own Janus, ended
-    by SIGTERM or Ctrl-C with everything cleaned up; its results and the run's info."""
-    exit_on_sigterm()
-    raise_nofile()
-    kinds = server_kinds(args)  # fails early if the original is not there
-    with ExitStack() as cleanup:  # runs on errors, Ctrl-C and SIGTERM too
-        env = bench_env(cleanup, args.workdir, args.pin, prefix=prefix)
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            results = runner.run(cancelled_by_sigterm(run(kinds, args, env, cleanup)))
-    return results, run_info(args, env)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    results, info = run_against_servers(args, "cvh-fanout-", run_counts)
-    print_report(results, info)
-    if args.write_results:
-        path = Path(__file__).resolve().parent / "RESULTS.md"
-        write_results(path, results, info)
-        print(f"wrote {path}")
-    return 0
+    servers.kinds(args)  # fails early if the original is not there
+    return rig.run(
+        lambda bench: run(bench, args), workdir=args.workdir, prefix="cvh-fanout-", pin=args.pin
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The slot server in a process of its own, for benchmarks.
 
-`python bench/serve.py [--config FILE] [--uvloop]` runs what `cvh-camera server [--config
+`python -m bench.serve [--config FILE] [--uvloop]` runs what `cvh-camera server [--config
 FILE]` runs, with what a benchmark needs: a choice of event loop and garbage-collector
 thresholds, full collections in the log, and an open-files limit high enough for thousands
 of sockets. Without --config it reads the configuration as `cvh-camera server` does: the
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
-from procs import raise_nofile
 
+from bench.rig import raise_nofile
 from cvh_camera.eventloop import new_event_loop
 from cvh_camera.logsetup import setup_logging
 from cvh_camera.server.app import SHUTDOWN_GRACE, create_app
