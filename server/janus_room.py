@@ -358,11 +358,8 @@ class JanusRoom:
         self._ready.clear()
         self.last_error = reason
         if was_ready:
-            log.error(
-                "janus lost url=%s reason=%s; socket.io keeps serving, feeds removed, reconnecting",
-                self._settings.url,
-                reason,
-            )
+            # What went with it, the owner's on_lost says (feeds removed, an edge emptied).
+            log.error("janus lost url=%s reason=%s; reconnecting", self._settings.url, reason)
             self._on_lost()
         else:
             log.warning("janus unreachable url=%s reason=%s", self._settings.url, reason)

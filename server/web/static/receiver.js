@@ -2,7 +2,9 @@
 //
 // The slot server (socket.io) says which Janus feed belongs to which slot, and how to show
 // it (visibility, geometry, annotation); Janus (VideoRoom, one subscriber per feed) brings
-// the video. Without geometry commands, feeds are laid out as a grid on the stage.
+// the video. Without geometry commands, feeds are laid out as a grid on the stage. Which
+// Janus: the server says (`query_janus_url`): the origin, or one of its edges; when that
+// Janus goes away, the page asks for another one and subscribes there.
 
 import { io } from "./vendor/socket.io.esm.min.js";
 import { JanusSession } from "./janus.js";
@@ -12,6 +14,7 @@ const DEFAULT_GEOMETRY = JSON.stringify({
   params: ["rb", "0", "0", "320", "240"],
 });
 const RETRY_MS = [500, 1000, 2000, 4000, 8000];
+const ASK_MS = 3000; // how long to wait for the server's answer to query_janus_url
 const STATS_MS = 1000;
 
 const query = new URLSearchParams(location.search);
@@ -25,13 +28,25 @@ function showStatus(text, level) {
 
 // ---------------------------------------------------------------- Janus
 
+// The Janus this page subscribes on: asked of the server (`choose(avoid)` resolves to
+// {janusUrl, edge}), and asked again, avoiding it, once it failed.
 class JanusLink {
-  constructor(url) {
-    this.url = url;
+  constructor(choose) {
+    this.choose = choose;
+    this.url = null;
+    this.edge = null; // the edge's number, null for the origin
+    this.avoid = [];
     this.session = null;
     this.connecting = null;
     this.failures = 0;
     this.onlost = () => {};
+  }
+
+  // Give up on the current Janus: the next get() asks for another one.
+  moveOn() {
+    this.avoid = this.edge === null ? [] : [this.edge];
+    this.url = null;
+    this.session = null;
   }
 
   // The shared session, created on first use and again after Janus went away.
@@ -44,6 +59,11 @@ class JanusLink {
   async #connect() {
     for (;;) {
       try {
+        if (!this.url) {
+          const { janusUrl, edge } = await this.choose(this.avoid || []);
+          this.url = new URL(janusUrl, location.href).href;
+          this.edge = edge ?? null;
+        }
         const session = await JanusSession.create(this.url);
         this.session = session;
         this.failures = 0;
@@ -53,6 +73,7 @@ class JanusLink {
         return session;
       } catch (error) {
         showStatus(`Janus unreachable (${error.message}) – retrying`, "error");
+        this.moveOn();
         const delay = RETRY_MS[Math.min(this.failures++, RETRY_MS.length - 1)];
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
@@ -257,12 +278,14 @@ async function main() {
   const config = await (await fetch("/cvh-config.json")).json();
   const room = Number(query.get("room") || config.room);
   const pin = query.get("pin") || "";
-  const janus = new JanusLink(new URL(config.janusUrl, location.href).href);
+  const socket = io({ path: config.socketioPath, transports: ["websocket", "polling"] });
+  const janus = new JanusLink((avoid) => askForJanus(socket, avoid, config.janusUrl));
   const views = new Map();
   const relayout = () => layout([...views.values()]);
 
   janus.onlost = (reason) => {
     showStatus(`Janus connection lost (${reason}) – reconnecting`, "error");
+    janus.moveOn();
     for (const view of views.values()) view.subscribe();
   };
 
@@ -278,7 +301,6 @@ async function main() {
   };
   const connected = () => showStatus(`Connected – ${views.size} camera(s)`, "ok");
 
-  const socket = io({ path: config.socketioPath, transports: ["websocket", "polling"] });
   socket.on("connect", () => {
     socket.emit("query_state", (state) => {
       for (const slot of [...views.keys()]) if (!(String(slot) in state)) removeFeed(slot);
@@ -311,7 +333,19 @@ async function main() {
   socket.on("remove_annotation", ({ slot }) => views.get(slot)?.setAnnotation(null));
   window.addEventListener("resize", relayout);
   setupStats(views);
-  window.cvhReceiver = { views, stats: (slot) => views.get(slot)?.readStats() ?? null, socket };
+  window.cvhReceiver = { views, stats: (slot) => views.get(slot)?.readStats() ?? null, socket, janus };
+}
+
+// The server's choice of Janus for this page; without an answer in time (an older server),
+// the origin from the page configuration.
+function askForJanus(socket, avoid, fallback) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve({ janusUrl: fallback, edge: null }), ASK_MS);
+    socket.emit("query_janus_url", { avoid }, (answer) => {
+      clearTimeout(timer);
+      resolve(answer && answer.success ? answer : { janusUrl: fallback, edge: null });
+    });
+  });
 }
 
 // The per-feed overlay: resolution, frame rate, bitrate (toggle with "s" or ?stats).
