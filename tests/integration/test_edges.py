@@ -188,3 +188,31 @@ async def test_the_receiver_page_plays_from_its_edge_and_moves_when_it_dies(
         moved = await wait_playing(page, SWITCH_SECONDS)
         assert moved["edge"] == 1 - state["edge"]
     await receiver.close()
+
+
+async def test_an_edge_down_at_start_never_holds_up_the_origin_and_is_caught_up_later(
+    janus: LocalJanus, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    late = make_local_janus(tmp_path / "late-edge")  # configured, not started yet
+    config = server_config(janus, tmp_path, room=ROOM, slots=2,
+                           preactivated=(PreactivatedSlot(0, TOKEN),))  # fmt: skip
+    edge = EdgeSettings(late.http_url, admin_key=late.admin_key)
+    config = dataclasses.replace(config, janus=dataclasses.replace(config.janus, edges=(edge,)))
+    try:
+        async with run_server(config) as server, appliance(server, tmp_path):
+            receiver = await Client().connect(server.url)
+            feed_id = (await receiver.next("new_feed", STREAM_TIMEOUT))["feedId"]
+            async with viewer_on(http, janus, feed_id) as viewer:  # the origin serves
+                await assert_decodes(viewer)
+            health = await (await http.get(f"{server.url}/healthz")).json()
+            assert health["janus"]["state"] == "ready"
+            assert health["edges"][0]["state"] != "ready" and health["edges"][0]["error"]
+            assert receiver.pending("remove_feed") == 0
+
+            late.start()
+            await wait_carried(http, late, {feed_id}, 20)  # backoff is at most 10 s
+            async with viewer_on(http, late, feed_id) as viewer:
+                await assert_decodes(viewer)
+            await receiver.close()
+    finally:
+        late.stop()
