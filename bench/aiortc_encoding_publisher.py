@@ -1,4 +1,4 @@
-"""The baseline publisher of `publisher_cpu.py`: the appliance's job done the usual aiortc way.
+"""The baseline publisher of `bench.publisher_cpu`: the appliance's job done the usual aiortc way.
 
 It decodes an H.264 recording into pictures once, up front (a camera without a hardware
 encoder hands over pictures; decoding is not part of what is measured), then publishes them
@@ -14,13 +14,14 @@ Talks JSON lines on stdout:
   "skipped": late slots skipped, "bytes": RTP bytes sent}.
 SIGTERM/SIGINT: leave the room, destroy the Janus session, exit 0.
 
-    python bench/aiortc_encoding_publisher.py --janus-url URL --room N --recording FILE
+    python -m bench.aiortc_encoding_publisher --janus-url URL --room N --recording FILE
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fractions
 import json
 import logging
@@ -151,37 +152,35 @@ def say(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
 
+async def report_stats(publisher: Publisher, asked: asyncio.Queue[None]) -> None:
+    """One stats line per SIGUSR1, until cancelled."""
+    while True:
+        await asked.get()
+        mono, frames, skipped = time.monotonic(), publisher.track.sent, publisher.track.skipped
+        say(event="stats", mono=mono, frames=frames, skipped=skipped,
+            bytes=await publisher.bytes_sent())  # fmt: skip
+
+
 async def run(args: argparse.Namespace) -> None:
     cpu = time.process_time()
     frames = decode_recording(args.recording)
     decode_cpu = time.process_time() - cpu
-    track = LoopedPictures(frames, args.fps)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    loop, stop, asked = asyncio.get_running_loop(), asyncio.Event(), asyncio.Queue[None]()
     for number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(number, stop.set)
     async with aiohttp.ClientSession() as http:
-        publisher = Publisher(http, args.janus_url, args.room, track)
-        stats_tasks: set[asyncio.Task[None]] = set()
-
-        async def report() -> None:
-            mono = time.monotonic()
-            frames_sent, skipped = track.sent, track.skipped
-            say(event="stats", mono=mono, frames=frames_sent, skipped=skipped,
-                bytes=await publisher.bytes_sent())  # fmt: skip
-
-        def on_usr1() -> None:
-            task = asyncio.create_task(report())
-            stats_tasks.add(task)
-            task.add_done_callback(stats_tasks.discard)
-
+        publisher = Publisher(http, args.janus_url, args.room, LoopedPictures(frames, args.fps))
         try:
             feed_id = await publisher.publish()
-            loop.add_signal_handler(signal.SIGUSR1, on_usr1)
+            loop.add_signal_handler(signal.SIGUSR1, asked.put_nowait, None)
             size = {"width": frames[0].width, "height": frames[0].height}
             say(event="publishing", feed=feed_id, frames=len(frames), **size,
                 decode_cpu_s=round(decode_cpu, 3))  # fmt: skip
+            reporter = asyncio.create_task(report_stats(publisher, asked), name="stats")
             await stop.wait()
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
         finally:
             await publisher.close()
 

@@ -11,59 +11,42 @@ times: a new viewer (aiortc, in this process) subscribes to the feed; measured i
 Two appliances, one after the other, in the same run:
 - *forwarded*: `cvh-camera appliance`, which forwards Janus's keyframe request (PLI) to the
   camera encoder;
-- *not forwarded* (the baseline): `bench/appliance_variant.py --variant
+- *not forwarded* (the baseline): `python -m bench.appliance_variant --variant
   no-keyframe-requests`: the same appliance code with the same configuration, except
   that keyframe requests never reach the encoder; a new viewer waits for the next periodic
   keyframe.
 
 Target: forwarded median ≤ 150 ms.
 
-    python bench/first_frame.py [--count 10] [--seed 1] [--write-results]
+    python -m bench.first_frame [--count 10] [--seed 1] [--write-results]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import random
+import secrets
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 from aiortc import RTCPeerConnection
-from appliance_rig import (
-    BenchError,
-    Child,
-    Rig,
-    appliance_argv,
-    appliance_config,
-    cancel_on_sigterm,
-    machine_info,
-    receiver,
-    replace_section,
-    run_with_workdir,
-    stamp,
-    start_janus,
-    start_server,
-)
 
+from bench import rig, servers
+from bench.clients import feed_watcher
+from bench.results import machine_info, publish, table
 from tests.support.counter import read_counter
 from tests.support.viewer import FeedViewer
 
-BENCH_DIR = Path(__file__).resolve().parent
 SECTION = "## First frame after subscribe (appliance)"
 WIDTH, HEIGHT, FPS, BITRATE = 1280, 720, 30, 2_000_000
 ROOM_BITRATE = 3_000_000
 TARGET_MEDIAN_MS = 150.0
 BITRATE_LOG = "camera bitrate="  # the appliance logs every change of the encoder's bitrate
-
-
 FOLLOWING = 10  # pictures read after the first, to count the keyframes a subscribe caused
 
 
@@ -76,11 +59,15 @@ class Subscription:
     counter: int | None  # the test pattern's frame number on it
     keyframes_after: int  # keyframes among the FOLLOWING pictures after the first
 
+    @property
+    def up_ms(self) -> float:
+        """When DTLS was up (a connection already up at the ack came up before it)."""
+        return self.start_ack_ms if self.connected_ms is None else self.connected_ms
+
 
 @dataclass(frozen=True)
 class Phase:
     name: str
-    keyframe_interval: int
     subscriptions: tuple[Subscription, ...]
     bitrate_changes: int  # encoder bitrate changes logged while measuring (should be 0)
     ignored_requests: int | None  # keyframe requests the baseline dropped
@@ -88,9 +75,9 @@ class Phase:
     def stats(self) -> tuple[float, float, float]:
         """Median, p90 and max of the first-frame times, ms."""
         times = sorted(s.first_frame_ms for s in self.subscriptions)
-        p90 = (
-            statistics.quantiles(times, n=10, method="inclusive")[8] if len(times) > 1 else times[0]
-        )
+        p90 = times[0]
+        if len(times) > 1:
+            p90 = statistics.quantiles(times, n=10, method="inclusive")[8]
         return statistics.median(times), p90, times[-1]
 
 
@@ -112,9 +99,9 @@ def _when_connected(viewer: FeedViewer) -> asyncio.Future[float] | None:
 
 
 async def subscribe_once(
-    http: aiohttp.ClientSession, rig: Rig, feed_id: int, timeout: float
+    http: aiohttp.ClientSession, janus_url: str, room: int, feed_id: int, timeout: float
 ) -> Subscription:
-    viewer = FeedViewer(http, rig.janus_url, rig.room)
+    viewer = FeedViewer(http, janus_url, room)
     try:
         await viewer.watch(feed_id)
         acked = time.monotonic()
@@ -123,10 +110,10 @@ async def subscribe_once(
             decoded = await viewer.next_frame(timeout)
             following = [await viewer.next_frame(5.0) for _ in range(FOLLOWING)]
         except TimeoutError:
-            raise BenchError(f"pictures stopped within {timeout} s of subscribing") from None
-        if viewer.started_at is None:
-            raise BenchError("the viewer did not record when it sent start")
+            raise rig.BenchError(f"pictures stopped within {timeout} s of subscribing") from None
         start = viewer.started_at
+        if start is None:
+            raise rig.BenchError("the viewer did not record when it sent start")
         up = connected.result() if connected is not None and connected.done() else None
         return Subscription(
             (decoded.received - start) * 1000.0,
@@ -140,93 +127,54 @@ async def subscribe_once(
         await viewer.close()
 
 
-async def wait_for_quiet_bitrate(child: Child, settle: float, timeout: float) -> None:
+async def wait_for_quiet_bitrate(camera: rig.Child, settle: float, timeout: float) -> None:
     """Until the encoder's bitrate has not changed (REMB ramp at publish) for `settle` s."""
-    deadline = time.monotonic() + timeout
-    last_count, last_change = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        count = child.log_text().count(BITRATE_LOG)
-        if count != last_count:
-            last_count, last_change = count, time.monotonic()
-        elif time.monotonic() - last_change >= settle:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        change = camera.expect(BITRATE_LOG)
+        try:
+            async with asyncio.timeout(settle):
+                await change
+        except TimeoutError:
             return
-        await asyncio.sleep(0.1)
-    raise BenchError(f"the camera bitrate kept changing for {timeout} s\n{child.log_tail()}")
+    raise rig.BenchError(f"the camera bitrate kept changing for {timeout} s\n{camera.log_tail()}")
 
 
 async def run_phase(
-    name: str,
-    argv: list[str],
-    rig: Rig,
-    http: aiohttp.ClientSession,
-    args: argparse.Namespace,
-    rng: random.Random,
-    cleanup: contextlib.ExitStack,
-    *,
-    spread_phase: bool,
-) -> Phase:
-    log_path = rig.workdir / f"{name.replace(' ', '-')}.log"
-    child = Child(argv, log_path)
-    cleanup.callback(child.stop)
-    results = []
-    async with receiver(rig) as slot_server:
-        child.start()
-        feed_id = await slot_server.new_feed(child)
-        await wait_for_quiet_bitrate(child, args.settle, timeout=60.0)
-        changes_before = child.log_text().count(BITRATE_LOG)
-        for number in range(args.count):
-            one = await subscribe_once(http, rig, feed_id, args.frame_timeout)
-            results.append(one)
-            connected = "—" if one.connected_ms is None else f"{one.connected_ms:.0f}"
-            print(f"  {name} #{number + 1}: {one.first_frame_ms:7.1f} ms (start acked "
-                  f"{one.start_ack_ms:.0f} ms, DTLS up {connected} ms, keyframe {one.keyframe}, "
-                  f"picture {one.counter}, keyframes in the next {FOLLOWING}: "
-                  f"{one.keyframes_after})", flush=True)  # fmt: skip
-            # The baseline's wait depends on where in the keyframe period a viewer arrives; a
-            # pause of 0.5-1.5 s after the last keyframe would always arrive at the same place.
-            spread = args.keyframe_interval / FPS if spread_phase else 0.0
-            await asyncio.sleep(rng.uniform(0.5, 1.5) + rng.uniform(0.0, spread))
-        text = child.log_text()
-        changes = text.count(BITRATE_LOG) - changes_before
-        ignored = text.count("keyframe request ignored")
-        status = await asyncio.to_thread(child.stop)
-        await slot_server.remove_feed()
-    if status != 0:
-        raise BenchError(f"{name}: the appliance exited with {status}\n{child.log_tail()}")
-    return Phase(
-        name,
-        args.keyframe_interval,
-        tuple(results),
-        changes,
-        ignored if "no-keyframe-requests" in argv else None,
-    )
-
-
-async def run(
-    args: argparse.Namespace, workdir: Path, cleanup: contextlib.ExitStack
-) -> list[Phase]:
-    cancel_on_sigterm()
-    rng = random.Random(args.seed)
-    janus = start_janus(workdir, cleanup)
-    rig = await start_server(workdir, janus, ROOM_BITRATE, cleanup)
-    camera = {
+    name: str, variant: str, bench: rig.Rig, server: servers.Server, token: str,
+    http: aiohttp.ClientSession, args: argparse.Namespace, rng: random.Random,
+) -> Phase:  # fmt: skip
+    camera_config = {
         "source": "test", "width": WIDTH, "height": HEIGHT, "fps": FPS, "bitrate": BITRATE,
         "keyframe_interval": args.keyframe_interval,
     }  # fmt: skip
-    config = appliance_config(rig, workdir / "appliance-test.yaml", camera)
-    phases = [("forwarded", appliance_argv(config), False)]
-    if not args.no_baseline:
-        baseline = [sys.executable, str(BENCH_DIR / "appliance_variant.py"),
-                    "--variant", "no-keyframe-requests", "--config", str(config)]  # fmt: skip
-        phases.append(("not forwarded", baseline, True))
     results = []
-    async with asyncio.timeout(args.time_limit), aiohttp.ClientSession() as http:
-        for name, argv, spread_phase in phases:
-            print(f"{name}: …", flush=True)
-            results.append(await run_phase(
-                name, argv, rig, http, args, rng, cleanup, spread_phase=spread_phase
-            ))  # fmt: skip
-    return results
+    async with feed_watcher(server.url) as watcher:
+        camera = bench.appliance(server, token, camera_config, name.replace(" ", "-"), variant)
+        feed_id, _ = await watcher.new_feed(camera)
+        await wait_for_quiet_bitrate(camera, args.settle, timeout=60.0)
+        changes_before = camera.log_text().count(BITRATE_LOG)
+        for number in range(args.count):
+            one = await subscribe_once(
+                http, bench.janus.http_url, server.room, feed_id, args.frame_timeout
+            )
+            results.append(one)
+            print(f"  {name} #{number + 1}: {one.first_frame_ms:7.1f} ms (start acked "
+                  f"{one.start_ack_ms:.0f} ms, DTLS up {one.up_ms:.0f} ms, keyframe "
+                  f"{one.keyframe}, picture {one.counter}, keyframes in the next {FOLLOWING}: "
+                  f"{one.keyframes_after})", flush=True)  # fmt: skip
+            # The baseline's wait depends on where in the keyframe period a viewer arrives; a
+            # pause of 0.5-1.5 s after the last keyframe would always arrive at the same place.
+            spread = args.keyframe_interval / FPS if variant else 0.0
+            await asyncio.sleep(rng.uniform(0.5, 1.5) + rng.uniform(0.0, spread))
+        text = camera.log_text()
+        status = await asyncio.to_thread(camera.stop)
+        await watcher.next("remove_feed", camera)
+    if status != 0:
+        raise rig.BenchError(f"{name}: the appliance exited with {status}\n{camera.log_tail()}")
+    ignored = text.count("keyframe request ignored") if variant else None
+    return Phase(name, tuple(results), text.count(BITRATE_LOG) - changes_before, ignored)
 
 
 HEADER = ("keyframe request", "N", "median ms", "p90 ms", "max ms", "first picture a keyframe",
@@ -235,58 +183,44 @@ HEADER = ("keyframe request", "N", "median ms", "p90 ms", "max ms", "first pictu
           "bitrate changes while measuring")  # fmt: skip
 
 
-def table(phases: Sequence[Phase]) -> list[str]:
-    rows = []
+def figures(phases: Sequence[Phase]) -> list[str]:
+    rows, lines = [], []
     for phase in phases:
+        subs, count = phase.subscriptions, len(phase.subscriptions)
         median, p90, worst = phase.stats()
-        keyframes = sum(s.keyframe for s in phase.subscriptions)
-        ack = statistics.median(s.start_ack_ms for s in phase.subscriptions)
-        # a connection already up at the ack came up within start_ack_ms
-        ups = [s.connected_ms if s.connected_ms is not None else s.start_ack_ms
-               for s in phase.subscriptions]  # fmt: skip
-        after_up = [s.first_frame_ms - up for s, up in zip(phase.subscriptions, ups, strict=True)]
-        slow_up = sum(up >= 500 for up in ups)
-        repeats = sum(s.keyframes_after > 0 for s in phase.subscriptions)
-        count = len(phase.subscriptions)
-        rows.append((phase.name, str(count), f"{median:.1f}", f"{p90:.1f}", f"{worst:.1f}",
-                     f"{keyframes}/{count}", f"{ack:.1f}", f"{statistics.median(ups):.1f}",
-                     f"{slow_up}/{count}", f"{statistics.median(after_up):.1f}",
-                     f"{repeats}/{count}", str(phase.bitrate_changes)))  # fmt: skip
-    return [
-        "| " + " | ".join(HEADER) + " |",
-        "|---|" + "---:|" * (len(HEADER) - 1),
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
-
-
-def details(phases: Sequence[Phase]) -> list[str]:
-    lines = []
-    for phase in phases:
-        samples = ", ".join(f"{s.first_frame_ms:.0f}" for s in phase.subscriptions)
-        lines.append(f"{phase.name}, each (ms): {samples}")
+        rows.append((
+            phase.name, str(count), f"{median:.1f}", f"{p90:.1f}", f"{worst:.1f}",
+            f"{sum(s.keyframe for s in subs)}/{count}",
+            f"{statistics.median(s.start_ack_ms for s in subs):.1f}",
+            f"{statistics.median(s.up_ms for s in subs):.1f}",
+            f"{sum(s.up_ms >= 500 for s in subs)}/{count}",
+            f"{statistics.median(s.first_frame_ms - s.up_ms for s in subs):.1f}",
+            f"{sum(s.keyframes_after > 0 for s in subs)}/{count}", str(phase.bitrate_changes),
+        ))  # fmt: skip
+        lines.append(f"{phase.name}, each (ms): "
+                     + ", ".join(f"{s.first_frame_ms:.0f}" for s in subs))  # fmt: skip
         if phase.ignored_requests is not None:
             lines.append(f"{phase.name}: keyframe requests that reached the publisher and were "
                          f"dropped: {phase.ignored_requests}")  # fmt: skip
-    forwarded = phases[0]
-    median = forwarded.stats()[0]
+    median = phases[0].stats()[0]
     verdict = "met" if median <= TARGET_MEDIAN_MS else "NOT met"
     lines.append(
         f"target: forwarded median ≤ {TARGET_MEDIAN_MS:.0f} ms: {median:.1f} ms: {verdict}"
     )
     if len(phases) > 1:
         lines.append(f"baseline median / forwarded median: {phases[1].stats()[0] / median:.0f}×")
-    return lines
+    return [*table(HEADER, rows), "", *(f"- {line}" for line in lines)]
 
 
 DESCRIPTION = """\
-`bench/first_frame.py` runs a local Janus, the slot server (room bitrate 3 Mbit/s: above the
-camera's 2 Mbit/s, so REMB never restarts the encoder, which would make a keyframe) and an
-appliance on the `test` source (libx264 in real time, as the Pi's encoder would: 1280×720,
-30 fps, 2 Mbit/s, a periodic keyframe only every 300 frames = 10 s). After the bitrate has
-been quiet for 3 s, N times: a new aiortc viewer (in the benchmark process) subscribes;
-measured is the time from sending `start` (with its SDP answer) to its first decoded
-picture, which includes ICE and DTLS set-up, the keyframe requests (Janus's PLI for a new
-subscriber, and the aiortc viewer's own PLI on every picture it cannot decode), the
+`python -m bench.first_frame` runs a local Janus, the slot server (room bitrate 3 Mbit/s:
+above the camera's 2 Mbit/s, so REMB never restarts the encoder, which would make a
+keyframe) and an appliance on the `test` source (libx264 in real time, as the Pi's encoder
+would: 1280×720, 30 fps, 2 Mbit/s, a periodic keyframe only every 300 frames = 10 s). After
+the bitrate has been quiet for 3 s, N times: a new aiortc viewer (in the benchmark process)
+subscribes; measured is the time from sending `start` (with its SDP answer) to its first
+decoded picture, which includes ICE and DTLS set-up, the keyframe requests (Janus's PLI for
+a new subscriber, and the aiortc viewer's own PLI on every picture it cannot decode), the
 encoder's keyframe and aiortc's jitter buffer (about one frame interval: aiortc's receiver
 waits for the next frame; a browser does not); the viewer reads 10 more pictures, leaves,
 and a random 0.5–1.5 s pause follows.
@@ -300,8 +234,8 @@ and a random 0.5–1.5 s pause follows.
 
 Two appliances, one after the other, same configuration, same run:
 - *forwarded*: `cvh-camera appliance`, which forwards Janus's PLI/FIR to the camera encoder;
-- *not forwarded*: `bench/appliance_variant.py --variant no-keyframe-requests`, the same
-  appliance code whose camera source ignores keyframe requests (no product switch: a
+- *not forwarded*: `python -m bench.appliance_variant --variant no-keyframe-requests`, the
+  same appliance code whose camera source ignores keyframe requests (no product switch: a
   wrapper around the source in the benchmark). The first picture then waits for the next
   periodic keyframe: with a 10 s interval, expect about 5 s on average, anywhere in
   0–10 s. Its pauses get a further random 0–10 s, or every viewer would arrive ~1 s after
@@ -311,18 +245,23 @@ Two appliances, one after the other, same configuration, same run:
 Target: forwarded median ≤ 150 ms."""
 
 
-def markdown(phases: Sequence[Phase], info: dict[str, str], args: argparse.Namespace) -> str:
-    lines = [
-        DESCRIPTION, "", stamp(), "",
-        *(f"- {key}: {value}" for key, value in info.items()),
-        f"- N={args.count} per appliance, seed {args.seed}", "",
-        *table(phases), "",
-        *(f"- {line}" for line in details(phases)),
-    ]  # fmt: skip
-    return "\n".join(lines)
+async def run(bench: rig.Rig, args: argparse.Namespace) -> int:
+    rng, token = random.Random(args.seed), secrets.token_hex(8)
+    server = await servers.start(bench, servers.ours(), [token], bitrate=ROOM_BITRATE)
+    phases = [("forwarded", "")]
+    phases += [] if args.no_baseline else [("not forwarded", "no-keyframe-requests")]
+    results = []
+    async with asyncio.timeout(args.time_limit), aiohttp.ClientSession() as http:
+        for name, variant in phases:
+            print(f"{name}: …", flush=True)
+            results.append(await run_phase(name, variant, bench, server, token, http, args, rng))
+    info = machine_info(bench.load_before)
+    info["subscriptions"] = f"N={args.count} per appliance, seed {args.seed}"
+    publish(SECTION, DESCRIPTION, info, figures(results), args.write_results)
+    return 0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -335,34 +274,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds a viewer waits for its first picture")  # fmt: skip
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
     parser.add_argument("--time-limit", type=float, default=600.0, help="whole run, seconds")
-    parser.add_argument("--write-results", action="store_true", help="update bench/RESULTS.md")
-    parser.add_argument("--workdir", type=Path, help="keep configs and logs here")
+    rig.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.count < 1 or not 1 <= args.keyframe_interval <= 600:
         parser.error("--count must be at least 1 and --keyframe-interval within 1..600")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    load_before = os.getloadavg()[0]
-    outcome = run_with_workdir(
-        args.workdir, "cvh-ff-", lambda workdir, cleanup: run(args, workdir, cleanup)
-    )
-    if isinstance(outcome, int):
-        return outcome
-    phases = outcome
-    info = machine_info(load_before)
-    print()
-    for line in [*table(phases), "", *details(phases)]:
-        print(line)
-    for key, value in info.items():
-        print(f"{key}: {value}")
-    if args.write_results:
-        path = BENCH_DIR / "RESULTS.md"
-        replace_section(path, SECTION, markdown(phases, info, args))
-        print(f"wrote {path}")
-    return 0
+    return rig.run(lambda bench: run(bench, args), workdir=args.workdir, prefix="cvh-ff-")
 
 
 if __name__ == "__main__":

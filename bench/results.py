@@ -25,7 +25,8 @@ PACKAGES = (
 )  # fmt: skip
 
 
-def _version(argv: Sequence[str]) -> str:
+def tool_version(argv: Sequence[str]) -> str:
+    """What `argv` (a `--version` command) prints, or "" if it cannot run."""
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -46,7 +47,7 @@ def machine_info(load_before: float | None = None) -> dict[str, str]:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{package} (not installed)")
-    janus = _version(["dpkg-query", "-W", "-f", "${Version}", "janus"])
+    janus = tool_version(["dpkg-query", "-W", "-f", "${Version}", "janus"])
     info = {
         "cpu": model,
         "cores": str(os.cpu_count()),
