@@ -46,13 +46,13 @@ image-test: setup  ## the SD image end to end in an emulated arm64 machine (root
 	CVH_IMAGE_TEST=1 $(BIN)/python -m pytest tests/image $(PYTEST_ARGS)
 
 bench: setup  ## every benchmark; each prints its figures and rewrites its section of bench/RESULTS.md
-	$(BIN)/python bench/fanout.py $(BASELINE_ARG) --write-results
-	$(BIN)/python bench/publisher_cpu.py --write-results
-	$(BIN)/python bench/first_frame.py --write-results
-	$(BIN)/python bench/browser_first_frame.py --write-results
+	$(BIN)/python -m bench.fanout $(BASELINE_ARG) --write-results
+	$(BIN)/python -m bench.publisher_cpu --write-results
+	$(BIN)/python -m bench.first_frame --write-results
+	$(BIN)/python -m bench.browser_first_frame --write-results
 
 soak: setup  ## 3000 receivers, senders coming and going, geometry 10/s, for 10 minutes (not in CI)
-	$(BIN)/python bench/soak.py $(BASELINE_ARG) --write-results
+	$(BIN)/python -m bench.soak $(BASELINE_ARG) --write-results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

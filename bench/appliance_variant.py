@@ -1,34 +1,42 @@
 """The appliance with one thing changed in its camera source, for a benchmark to compare.
 
 Runs what `cvh-camera appliance --config FILE` runs (the same configuration, event loop,
-supervisor, publisher, slot client), with the camera source changed by `--variant`:
+supervisor, publisher, slot client), with the camera source changed by `--variant`. Both
+variants compose the product's own parts; neither subclasses one.
 
-- `no-keyframe-requests` (the baseline of first_frame.py): `request_keyframe()` does nothing.
-  The PLI/FIR that Janus sends for a new subscriber still reaches the publisher, but no
-  longer the encoder, as in an appliance without the forwarding; a new viewer waits for the
-  next periodic keyframe. Every ignored request is logged.
-- `thread-handoff` (publisher_cpu.py's run A'): the configured recording (`camera.file`) is
-  replayed from a thread of its own that hands every picture over to the event loop, as
-  picamera2's encoder thread does on a Pi (the file source itself paces on the event loop).
+- `no-keyframe-requests` (the baseline of `bench.first_frame`): the configured source,
+  wrapped so that `request_keyframe()` does nothing. The PLI/FIR that Janus sends for a new
+  subscriber still reaches the publisher, but no longer the encoder, as in an appliance
+  without the forwarding; a new viewer waits for the next periodic keyframe. Every ignored
+  request is logged.
+- `thread-handoff` (`bench.publisher_cpu`'s run A'): the configured recording
+  (`camera.file`) is replayed by a thread of its own that hands every picture over to the
+  event loop through the product's `ThreadHandover`, as picamera2's encoder thread does on
+  a Pi (the file source itself paces on the event loop).
 
-    python bench/appliance_variant.py --variant VARIANT --config FILE
+    python -m bench.appliance_variant --variant VARIANT --config FILE
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cvh_camera.appliance.config import ApplianceConfig, ConfigError, load_appliance_config
 from cvh_camera.appliance.runtime import camera_source
 from cvh_camera.appliance.sources import AccessUnit, SourceStats, VideoSource, h264
+from cvh_camera.appliance.sources.base import StatsCounter
 from cvh_camera.appliance.sources.filesource import load_access_units
-from cvh_camera.appliance.sources.paced import PacedSource
+from cvh_camera.appliance.sources.handover import ThreadHandover, queue_size
+from cvh_camera.appliance.sources.pacing import Pacer
 from cvh_camera.appliance.supervisor import Status, Supervisor
 from cvh_camera.eventloop import new_event_loop
 from cvh_camera.logsetup import setup_logging
@@ -36,7 +44,6 @@ from cvh_camera.tasks import stop_tasks
 
 log = logging.getLogger("bench.appliance_variant")
 VARIANTS = ("no-keyframe-requests", "thread-handoff")
-
 STOP_TIMEOUT = 10.0
 
 
@@ -76,31 +83,52 @@ class KeyframeRequestsIgnored:
         return self._source.stats
 
 
-class ThreadedReplay(PacedSource):
-    """A recording replayed by a thread that hands each picture to the event loop's queue.
+class ThreadedReplay:
+    """A `VideoSource`: a recording replayed, one picture per real-time slot, by the thread
+    of a `ThreadHandover`, which hands each to the event loop.
 
-    Keyframe requests are not honoured (the file source does that); the queue still starts
-    every consumer at a keyframe, and an IDR comes every `keyframe_interval` pictures."""
+    Keyframe requests are not honoured (the file source does that); the hand-over still
+    starts every consumer at a keyframe, and the recording has an IDR every
+    `keyframe_interval` pictures."""
 
     def __init__(self, path: Path, *, width: int, height: int, fps: int) -> None:
-        super().__init__(name="threaded-file", width=width, height=height, fps=fps)
+        self.name, self.width, self.height, self.fps = "threaded-file", width, height, fps
         self._path = path
-        self._units: list[bytes] = []
-        self._position = 0
+        self._counter = StatsCounter()
+        self._handover = ThreadHandover(self.name, maxsize=queue_size(fps))
+
+    async def start(self) -> None:
+        await self._handover.start(self._replay)
+
+    async def stop(self) -> None:
+        await self._handover.stop()
+
+    async def next_unit(self) -> AccessUnit:
+        return await self._handover.get()
+
+    def request_keyframe(self) -> None:
+        return  # see the class docstring
 
     def set_bitrate(self, bits_per_second: int) -> None:
         return  # a recording has its own
 
-    def _prepare(self) -> None:
-        self._units = load_access_units(self._path)
+    @property
+    def stats(self) -> SourceStats:
+        return self._counter.snapshot(dropped=self._handover.dropped)
 
-    def _produce(self, timestamp_us: int, *, force_keyframe: bool) -> list[AccessUnit]:
-        data = self._units[self._position]
-        self._position = (self._position + 1) % len(self._units)
-        return [AccessUnit(data, timestamp_us, h264.is_keyframe(data))]
-
-    def _release(self) -> None:
-        self._units = []
+    def _replay(self, stop: threading.Event, ready: Callable[[], None]) -> None:
+        """On the hand-over's thread: the recording in a loop until `stop`."""
+        units = load_access_units(self._path)
+        ready()
+        pacer = Pacer(self.fps)
+        for data in itertools.cycle(units):
+            if (slot := pacer.next_slot(stop)) is None:
+                return
+            timestamp_us, skipped = slot
+            self._counter.count_skipped(skipped)
+            keyframe = h264.is_keyframe(data)
+            self._counter.count_unit(keyframe=keyframe)
+            self._handover.push(AccessUnit(data, timestamp_us, keyframe))
 
 
 def variant_source(variant: str, config: ApplianceConfig) -> VideoSource:
@@ -122,12 +150,11 @@ async def run(variant: str, config_path: Path) -> int:
             print(f"configuration error: {problem}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
-    source = variant_source(variant, config)
 
     def report(status: Status) -> None:
         return  # the supervisor logs every state change itself
 
-    supervisor = Supervisor(config, source, status_sink=report)
+    supervisor = Supervisor(config, variant_source(variant, config), status_sink=report)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGINT, signal.SIGTERM):
