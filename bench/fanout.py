@@ -59,13 +59,12 @@ each). N websocket receivers negotiate like Chromium: they offer `permessage-def
 client_max_window_bits` and inflate what the server compresses. They are a minimal
 Engine.IO v4 / socket.io v5 client (`bench/receivers.py`, one asyncio protocol each,
 timestamped on arrival with CLOCK_MONOTONIC), not python-socketio's: 3000
-`socketio.AsyncClient`s in one process cost 230 µs of CPU per receiver and event on this
-machine, so a broadcast to 3000 would read 610-720 ms, the client's own time, against 14 µs
-(41 ms) for these. Then rounds of a sender (python-socketio's `AsyncClient`; the figures
-below up to 2026-12-02 were measured with the light client as the sender) doing what a
-sender page does: `sender_init`, join the Janus room as a publisher (no media),
-`set_feed_id` with that publisher's ids, leave. Median (p50) and max are over the rounds
-(one warm-up round first, not counted).
+`socketio.AsyncClient`s in one process cost 230 µs of CPU per receiver and event (measured
+on a 2-core AMD EPYC, 2026-12-03), so a broadcast to 3000 would read 610-720 ms, the
+client's own time, against 14 µs (41 ms) for these. Then rounds of a sender
+(python-socketio's `AsyncClient`) doing what a sender page does: `sender_init`, join the
+Janus room as a publisher (no media), `set_feed_id` with that publisher's ids, leave.
+Median (p50) and max are over the rounds (one warm-up round first, not counted).
 
 - *connect*: until all N receivers have joined the default namespace.
 - *new_feed*: from sending `set_feed_id` to the **last** receiver's `new_feed`.
