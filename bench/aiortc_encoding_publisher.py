@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import fractions
 import json
 import logging
@@ -176,11 +175,10 @@ async def run(args: argparse.Namespace) -> None:
             size = {"width": frames[0].width, "height": frames[0].height}
             say(event="publishing", feed=feed_id, frames=len(frames), **size,
                 decode_cpu_s=round(decode_cpu, 3))  # fmt: skip
-            reporter = asyncio.create_task(report_stats(publisher, asked), name="stats")
-            await stop.wait()
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
+            async with asyncio.TaskGroup() as group:
+                reporter = group.create_task(report_stats(publisher, asked), name="stats")
+                await stop.wait()
+                reporter.cancel()
         finally:
             await publisher.close()
 

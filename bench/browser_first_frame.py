@@ -1,14 +1,7 @@
-"""Receiver page in headless Chromium: how soon a viewer sees the camera.
+"""Receiver page in headless Chromium: how soon a viewer sees the camera, from opening the
+page (target ≤ 1 s) and from a feed's `new_feed` (target ≤ 300 ms).
 
-1. *open → frame*: from `page.goto(receiver URL)` to the first decoded frame, one feed active
-   (target ≤ 1 s).
-2. *new_feed → frame*: on an open page, from the server's `new_feed` (as a socket.io client
-   sees it) to the page's first decoded frame of that feed (target ≤ 300 ms).
-
-Everything runs here (`bench.rig`): a local Janus, the slot server (room bitrate 2.5 Mbit/s,
-as the demo's) and `cvh-camera appliance` processes on the synthetic camera (1280×720,
-30 fps). Times are taken with the page's own clock (performance.timeOrigin + now(),
-wall-clock ms) against this process's `time.time()`, both the same machine's clock.
+How it is measured: DESCRIPTION below (it heads the section in bench/RESULTS.md, and --help).
 
     python -m bench.browser_first_frame [--rounds 8] [--write-results]
 """
@@ -130,7 +123,7 @@ async def run(bench: rig.Rig, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--time-limit", type=float, default=600.0, help="whole run, seconds")

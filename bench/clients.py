@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -19,7 +19,7 @@ from cvh_camera.janus import JanusSession
 
 @contextlib.asynccontextmanager
 async def socketio_client(
-    url: str, handlers: dict[str, Callable[[Any], None]] | None = None
+    url: str, handlers: Mapping[str, Callable[[Any], None]] | None = None
 ) -> AsyncIterator[socketio.AsyncClient]:
     """python-socketio's client with these event handlers, connected over websocket;
     disconnected at the end."""

@@ -1,21 +1,6 @@
 """Fan-out of the slot server, beside the original: how fast N receivers learn of a feed.
 
-For each N and each server (with `--baseline`, the original Node.js server first, then
-ours): a fresh server process on a local Janus (`bench.rig`), N receivers
-(`bench.receivers`: a light client, because python-socketio's own would measure itself,
-see there), then rounds of a sender (python-socketio's client) doing what a sender page
-does: `sender_init`, join the Janus room as a publisher (no media: the servers look at the
-room, not at the stream), `set_feed_id` with that publisher's ids, then leave. Measured:
-
-- connect: wall time until all N receivers have joined the default namespace;
-- new_feed: from sending `set_feed_id` to the last receiver's `new_feed` (and, printed per
-  round, from its ack);
-- remove_feed: from the sender starting to disconnect to the last receiver's `remove_feed`;
-- the server's RSS before and after connecting N; its growth per receiver.
-
-Every time is CLOCK_MONOTONIC (`time.monotonic()`), shared by all processes. Each figure is
-per round; the tables give the median and the maximum over the rounds (after one warm-up
-round, which is shown but not counted), and ours/original for each figure.
+How it is measured: DESCRIPTION below (it heads the section in bench/RESULTS.md, and --help).
 
     python -m bench.fanout [--counts 100,1000,3000] [--rounds 5]
                            [--baseline …/camera-server/dist/server.js]
@@ -335,7 +320,7 @@ def _counts(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--counts", type=_counts, default=[100, 1000, 3000])
     parser.add_argument("--rounds", type=int, default=5, help="counted rounds per N")

@@ -1,22 +1,7 @@
-"""Time from a new subscriber's `start` to its first decoded picture, on the appliance.
+"""Time from a new subscriber's `start` to its first decoded picture, on the appliance, with
+keyframe requests forwarded to the encoder and, as the baseline, without.
 
-A local Janus, the slot server (room bitrate 3 Mbit/s, above the camera's 2 Mbit/s, so that
-REMB never changes the encoder's bitrate and no encoder restart makes a keyframe), and the
-appliance on the `test` source: 1280×720 at 30 fps, 2 Mbit/s, a periodic keyframe only every
-300 frames (10 s), so that a periodic keyframe cannot explain a fast first picture. Then N
-times: a new viewer (aiortc, in this process) subscribes to the feed; measured is
-`decoded.received - viewer.started_at` of its first picture (`started_at`: just before the
-`start` request with the answer goes out); the viewer leaves; a random pause of 0.5–1.5 s.
-
-Two appliances, one after the other, in the same run:
-- *forwarded*: `cvh-camera appliance`, which forwards Janus's keyframe request (PLI) to the
-  camera encoder;
-- *not forwarded* (the baseline): `python -m bench.appliance_variant --variant
-  no-keyframe-requests`: the same appliance code with the same configuration, except
-  that keyframe requests never reach the encoder; a new viewer waits for the next periodic
-  keyframe.
-
-Target: forwarded median ≤ 150 ms.
+How it is measured: DESCRIPTION below (it heads the section in bench/RESULTS.md, and --help).
 
     python -m bench.first_frame [--count 10] [--seed 1] [--write-results]
 """
@@ -48,6 +33,37 @@ ROOM_BITRATE = 3_000_000
 TARGET_MEDIAN_MS = 150.0
 BITRATE_LOG = "camera bitrate="  # the appliance logs every change of the encoder's bitrate
 FOLLOWING = 10  # pictures read after the first, to count the keyframes a subscribe caused
+DESCRIPTION = """\
+`python -m bench.first_frame` runs a local Janus, the slot server (room bitrate 3 Mbit/s:
+above the camera's 2 Mbit/s, so REMB never restarts the encoder, which would make a
+keyframe) and an appliance on the `test` source (libx264 in real time, as the Pi's encoder
+would: 1280×720, 30 fps, 2 Mbit/s, a periodic keyframe only every 300 frames = 10 s). After
+the bitrate has been quiet for 3 s, N times: a new aiortc viewer (in the benchmark process)
+subscribes; measured is the time from sending `start` (with its SDP answer) to its first
+decoded picture, which includes ICE and DTLS set-up, the keyframe requests (Janus's PLI for
+a new subscriber, and the aiortc viewer's own PLI on every picture it cannot decode), the
+encoder's keyframe and aiortc's jitter buffer (about one frame interval: aiortc's receiver
+waits for the next frame; a browser does not); the viewer reads 10 more pictures, leaves,
+and a random 0.5–1.5 s pause follows.
+
+- *DTLS up*: when the viewer's peer connection reached `connected` (read from the viewer's
+  private peer connection: FeedViewer does not expose it); *≥ 500 ms* counts the set-ups
+  that waited for a DTLS retransmission (its first timer is 1 s).
+- *DTLS up → picture*: what is left for Janus, the appliance and the decoder.
+- *2+ keyframes*: subscriptions after which another keyframe came within the next 10
+  pictures (a periodic one is 10 s away): keyframe requests forced more than one.
+
+Two appliances, one after the other, same configuration, same run:
+- *forwarded*: `cvh-camera appliance`, which forwards Janus's PLI/FIR to the camera encoder;
+- *not forwarded*: `python -m bench.appliance_variant --variant no-keyframe-requests`, the
+  same appliance code whose camera source ignores keyframe requests (no product switch: a
+  wrapper around the source in the benchmark). The first picture then waits for the next
+  periodic keyframe: with a 10 s interval, expect about 5 s on average, anywhere in
+  0–10 s. Its pauses get a further random 0–10 s, or every viewer would arrive ~1 s after
+  the previous keyframe and wait ~9 s. It shows what forwarding buys; it is not what a
+  default configuration (a keyframe every 2 s) would give.
+
+Target: forwarded median ≤ 150 ms."""
 
 
 @dataclass(frozen=True)
@@ -212,39 +228,6 @@ def figures(phases: Sequence[Phase]) -> list[str]:
     return [*table(HEADER, rows), "", *(f"- {line}" for line in lines)]
 
 
-DESCRIPTION = """\
-`python -m bench.first_frame` runs a local Janus, the slot server (room bitrate 3 Mbit/s:
-above the camera's 2 Mbit/s, so REMB never restarts the encoder, which would make a
-keyframe) and an appliance on the `test` source (libx264 in real time, as the Pi's encoder
-would: 1280×720, 30 fps, 2 Mbit/s, a periodic keyframe only every 300 frames = 10 s). After
-the bitrate has been quiet for 3 s, N times: a new aiortc viewer (in the benchmark process)
-subscribes; measured is the time from sending `start` (with its SDP answer) to its first
-decoded picture, which includes ICE and DTLS set-up, the keyframe requests (Janus's PLI for
-a new subscriber, and the aiortc viewer's own PLI on every picture it cannot decode), the
-encoder's keyframe and aiortc's jitter buffer (about one frame interval: aiortc's receiver
-waits for the next frame; a browser does not); the viewer reads 10 more pictures, leaves,
-and a random 0.5–1.5 s pause follows.
-
-- *DTLS up*: when the viewer's peer connection reached `connected` (read from the viewer's
-  private peer connection: FeedViewer does not expose it); *≥ 500 ms* counts the set-ups
-  that waited for a DTLS retransmission (its first timer is 1 s).
-- *DTLS up → picture*: what is left for Janus, the appliance and the decoder.
-- *2+ keyframes*: subscriptions after which another keyframe came within the next 10
-  pictures (a periodic one is 10 s away): keyframe requests forced more than one.
-
-Two appliances, one after the other, same configuration, same run:
-- *forwarded*: `cvh-camera appliance`, which forwards Janus's PLI/FIR to the camera encoder;
-- *not forwarded*: `python -m bench.appliance_variant --variant no-keyframe-requests`, the
-  same appliance code whose camera source ignores keyframe requests (no product switch: a
-  wrapper around the source in the benchmark). The first picture then waits for the next
-  periodic keyframe: with a 10 s interval, expect about 5 s on average, anywhere in
-  0–10 s. Its pauses get a further random 0–10 s, or every viewer would arrive ~1 s after
-  the previous keyframe and wait ~9 s. It shows what forwarding buys; it is not what a
-  default configuration (a keyframe every 2 s) would give.
-
-Target: forwarded median ≤ 150 ms."""
-
-
 async def run(bench: rig.Rig, args: argparse.Namespace) -> int:
     rng, token = random.Random(args.seed), secrets.token_hex(8)
     server = await servers.start(bench, servers.ours(), [token], bitrate=ROOM_BITRATE)
@@ -263,7 +246,7 @@ async def run(bench: rig.Rig, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--count", type=int, default=10, help="subscriptions per appliance")
     parser.add_argument("--keyframe-interval", type=int, default=300, help="camera frames")

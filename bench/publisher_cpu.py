@@ -1,26 +1,8 @@
 """Publisher CPU at 1280×720, 30 fps, 2 Mbit/s: the appliance passing the camera's H.264
-through, against aiortc encoding the same pictures itself, in one run.
+through (A), against aiortc encoding the same pictures itself (B), and A with a thread
+handing the pictures over (A'), in one run.
 
-1. Records 10 s of the test stream (x264, as the Pi's encoder makes it: 720p30, 2 Mbit/s,
-   an IDR every 60 frames) into the run's folder.
-2. Starts a local Janus and the slot server (slot 0 open; room bitrate = 2 Mbit/s, so
-   Janus's REMB asks for exactly the stream's rate and never less).
-3. Run A: `cvh-camera appliance` with `camera.source: file` on that recording (what a
-   camera with a hardware encoder costs us: no encoding in the process). Once the
-   receiver hears `new_feed`, a viewer in this process subscribes and decodes; after the
-   warm-up, the appliance's CPU time (utime + stime of every thread, /proc/<pid>/stat) is
-   read over three back-to-back 10 s windows (the figure is their median).
-4. Run B: `bench.aiortc_encoding_publisher` decodes the same recording into pictures up
-   front and publishes them into the same room at 30 fps, letting aiortc's own H.264
-   encoder encode them (its bitrate follows the room's REMB: 2 Mbit/s). Same viewer, same
-   warm-up, same windows.
-5. Run A' (for information; `--no-thread-handoff` skips it): A again, except that a thread
-   of its own replays the recording and hands each picture over to the event loop, as
-   picamera2's encoder thread does on a Pi (`bench.appliance_variant`). The file source
-   itself paces on the event loop, so A' - A is what the hand-over costs a camera.
-
-The viewer (in this process) is not counted. Prints CPU seconds per 10 s for both, their
-ratio and the targets: A ≤ 0.2 CPU-s per 10 s, ratio ≥ 15×.
+How it is measured: DESCRIPTION below (it heads the section in bench/RESULTS.md, and --help).
 
     python -m bench.publisher_cpu [--window 10] [--windows 3] [--warmup 5] [--write-results]
 """
@@ -55,6 +37,43 @@ TARGET_CPU_PER_10S = 0.2
 TARGET_RATIO = 15.0
 FIRST_FRAME_TIMEOUT = 15.0
 Pick = Callable[["Sample"], float | int | None]
+DESCRIPTION = """\
+`python -m bench.publisher_cpu` records 10 s of the test stream (1280×720, 30 fps, 2 Mbit/s,
+an IDR every 60 frames), starts a local Janus and the slot server (room bitrate 2 Mbit/s,
+so Janus's REMB asks for the stream's own rate), then measures three publishers one after
+the other, each with one aiortc viewer (in the benchmark process, not counted) subscribed
+and decoding: CPU time (utime + stime of all threads, `/proc/<pid>/stat`, 10 ms ticks) over
+three back-to-back 10 s windows after a 5 s warm-up that starts once the viewer decoded
+its first picture; the figure is the median window.
+
+- *A*: the real `cvh-camera appliance` process, `camera.source: file` on the recording:
+  the camera's hardware encoder does the encoding; the appliance packetizes (our RTP loop,
+  `appliance/rtp_loop.py`), encrypts and sends (aiortc's SRTP and ICE). The file source
+  paces on the event loop, no thread.
+- *B*: `bench/aiortc_encoding_publisher.py`: the same pictures (decoded from the recording
+  up front, outside the window) handed to aiortc as `av.VideoFrame`s at 30 fps, so aiortc's
+  own H.264 encoder (libx264 with aiortc's settings; bitrate from Janus's REMB) encodes
+  them; same Janus room, same offer (H.264 42e01f only).
+- *A'* (for information, no target): A with the recording replayed by a thread of its own
+  that hands each picture to the event loop (`python -m bench.appliance_variant --variant
+  thread-handoff`), as picamera2's encoder thread does on a Pi: A' - A is what that
+  hand-over costs.
+
+*Mbit/s*: A's is the recording's; B's is what its sender reported sending. *CPU ms per
+picture*: per picture B handed to aiortc (B skips frame slots when it falls behind), for A
+per picture the viewer decoded (30 fps, nothing lost). *viewer process*: the benchmark
+process (the aiortc viewer decoding 720p30), on the same two cores.
+
+Targets: A ≤ 0.2 CPU-s per 10 s; B/A ≥ 15×.
+
+Where A's time goes (py-spy and perf on this machine): the appliance sleeps between
+pictures, so each picture runs on cold caches and costs about 0.6 ms: a quarter in the
+kernel's `sendto` (on loopback that includes Janus's receive path), a fifth in SRTP, a fifth
+in the event loop's wake-up, the rest our Python. What brought A from 0.32 to under 0.2:
+our RTP loop in place of aiortc's (aiortc built an `RtpPacket` object per packet, read the
+NTP clock twice per packet and converted timestamps through `Fraction`s), and the file
+source pacing on the event loop instead of handing pictures over from a thread (A' - A
+shows that hand-over). uvloop came before."""
 
 
 @dataclass(frozen=True)
@@ -275,45 +294,6 @@ def figures(results: list[Measured]) -> list[str]:
     return [*table(header, rows), "", *(f"- {line}" for line in verdicts)]
 
 
-DESCRIPTION = """\
-`python -m bench.publisher_cpu` records 10 s of the test stream (1280×720, 30 fps, 2 Mbit/s,
-an IDR every 60 frames), starts a local Janus and the slot server (room bitrate 2 Mbit/s,
-so Janus's REMB asks for the stream's own rate), then measures three publishers one after
-the other, each with one aiortc viewer (in the benchmark process, not counted) subscribed
-and decoding: CPU time (utime + stime of all threads, `/proc/<pid>/stat`, 10 ms ticks) over
-three back-to-back 10 s windows after a 5 s warm-up that starts once the viewer decoded
-its first picture; the figure is the median window.
-
-- *A*: the real `cvh-camera appliance` process, `camera.source: file` on the recording:
-  the camera's hardware encoder does the encoding; the appliance packetizes (our RTP loop,
-  `appliance/rtp_loop.py`), encrypts and sends (aiortc's SRTP and ICE). The file source
-  paces on the event loop, no thread.
-- *B*: `bench/aiortc_encoding_publisher.py`: the same pictures (decoded from the recording
-  up front, outside the window) handed to aiortc as `av.VideoFrame`s at 30 fps, so aiortc's
-  own H.264 encoder (libx264 with aiortc's settings; bitrate from Janus's REMB) encodes
-  them; same Janus room, same offer (H.264 42e01f only).
-- *A'* (for information, no target): A with the recording replayed by a thread of its own
-  that hands each picture to the event loop (`python -m bench.appliance_variant --variant
-  thread-handoff`), as picamera2's encoder thread does on a Pi: A' - A is what that
-  hand-over costs.
-
-*Mbit/s*: A's is the recording's; B's is what its sender reported sending. *CPU ms per
-picture*: per picture B handed to aiortc (B skips frame slots when it falls behind), for A
-per picture the viewer decoded (30 fps, nothing lost). *viewer process*: the benchmark
-process (the aiortc viewer decoding 720p30), on the same two cores.
-
-Targets: A ≤ 0.2 CPU-s per 10 s; B/A ≥ 15×.
-
-Where A's time goes (py-spy and perf on this machine): the appliance sleeps between
-pictures, so each picture runs on cold caches and costs about 0.6 ms: a quarter in the
-kernel's `sendto` (on loopback that includes Janus's receive path), a fifth in SRTP, a fifth
-in the event loop's wake-up, the rest our Python. What brought A from 0.32 to under 0.2:
-our RTP loop in place of aiortc's (aiortc built an `RtpPacket` object per packet, read the
-NTP clock twice per packet and converted timestamps through `Fraction`s), and the file
-source pacing on the event loop instead of handing pictures over from a thread (A' - A
-shows that hand-over). uvloop came before."""
-
-
 async def measured(title: str, measure: Awaitable[Measured]) -> Measured:
     print(f"run {title} …", flush=True)
     result = await measure
@@ -348,7 +328,7 @@ async def run(bench: rig.Rig, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--window", type=float, default=10.0, help="seconds per window")
     parser.add_argument("--windows", type=int, default=3, help="back-to-back windows per run")

@@ -1,12 +1,10 @@
 """The benchmarks' one process rig: a work folder, a local Janus and the processes under test.
 
 `run(bench, …)` hands a benchmark its `Rig` and takes everything down again, on errors,
-Ctrl-C and SIGTERM too. The rig starts slot servers (ours through `bench.serve`, or the
-original Node.js server), both the way the original is deployed: its legacy JSON named by
-CONFIG_PATH, slots activated by `activate_slot` on standard input (kept open), log on
-standard output. It also starts appliances and any other child. A thread copies each child's
-output to its log file and tells waiting coroutines when a line they wait for appears, so
-nothing polls. Children get SIGTERM from Linux if the benchmark dies without cleaning up
+Ctrl-C and SIGTERM too. The rig starts the children: slot servers (`bench.servers`),
+appliances (`Rig.appliance`) and any other process. A thread copies each child's output to
+its log file and tells waiting coroutines when a line they wait for appears, so nothing
+polls. Children get SIGTERM from Linux if the benchmark dies without cleaning up
 (PR_SET_PDEATHSIG); with `pin`, servers run on the last CPU, this process and Janus on the
 others. `cpu_seconds` and `rss_kib` sample any process.
 """
@@ -80,13 +78,22 @@ def cpus_text(cpus: set[int] | None) -> str:
     return "not pinned" if cpus is None else "CPUs " + ",".join(map(str, sorted(cpus)))
 
 
-def _in_child(cpus: set[int] | None) -> None:
+def _in_child(cpus: set[int] | None, prctl: Callable[[int, int], int] | None) -> None:
     """Between fork and exec: pinned from exec on (every thread it starts stays there), and
     SIGTERM when the benchmark's thread that started it dies."""
     if cpus:
         os.sched_setaffinity(0, cpus)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _prctl() -> Callable[[int, int], int] | None:
+    """libc's prctl, looked up in the parent (not between fork and exec)."""
+    try:
+        prctl: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
 
 
 class Child:
@@ -113,9 +120,10 @@ class Child:
     def start(self) -> Child:
         """Spawn it; from the event loop's thread (the one that stays for the whole run)."""
         env = {**(self._env if self._env is not None else os.environ), "PYTHONUNBUFFERED": "1"}
+        cpus, prctl = self._cpus, _prctl()
         self._proc = proc = subprocess.Popen(
             self.argv, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, preexec_fn=lambda: _in_child(self._cpus),
+            stderr=subprocess.STDOUT, preexec_fn=lambda: _in_child(cpus, prctl),
         )  # fmt: skip
         if proc.stdin is None or proc.stdout is None:  # never: both are pipes
             raise BenchError(f"{self.name}: no pipes")
