@@ -331,7 +331,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.warmup < 0:
         parser.error("--rounds must be at least 1 and --warmup at least 0")
-    servers.kinds(args)  # fails early if the original is not there
     return rig.run(
         lambda bench: run(bench, args), workdir=args.workdir, prefix="cvh-fanout-", pin=args.pin
     )

@@ -135,7 +135,7 @@ async def start(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the benchmarks that measure servers side by side (fan-out, soak)."""
     parser.add_argument(
-        "--baseline", type=Path, metavar="PATH",
+        "--baseline", type=_built_server, metavar="PATH",
         help="the original server's built dist/server.js: measure it too, before ours",
     )  # fmt: skip
     parser.add_argument(
@@ -149,6 +149,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connect-concurrency", type=int, default=100)
     parser.add_argument("--connect-timeout", type=float, default=120.0)
     add_rig_arguments(parser, pin=True)
+
+
+def _built_server(text: str) -> Path:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no built original server at {text}")
+    return Path(text)
 
 
 def kinds(args: argparse.Namespace) -> list[ServerKind]:

@@ -397,7 +397,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--receivers, --minutes and --geometry-hz must be positive")
     if not 0 < args.stay_min <= args.stay_max:
         parser.error("need 0 < --stay-min <= --stay-max")
-    servers.kinds(args)  # fails early if the original is not there
     return rig.run(
         lambda bench: run(bench, args), workdir=args.workdir, prefix="cvh-soak-", pin=args.pin
     )
