@@ -197,9 +197,12 @@ _LISTS: Final = ("streams", "descriptions")  # arrays of objects when present
 
 @dataclass(frozen=True)
 class JanusRules:
-    """The rules for one slot server: `room` is the VideoRoom it manages."""
+    """The rules for one slot server: `room` is the VideoRoom it manages. On an edge
+    (`subscribe_only`) pages only watch: the feeds come from the origin, and a publisher
+    there would only take a seat the origin's feeds need."""
 
     room: int
+    subscribe_only: bool = False
 
     def check_get(self, where: Where, query: Mapping[str, str]) -> Verdict:
         """A GET: server info, or the long poll on a session."""
@@ -257,6 +260,11 @@ class JanusRules:
         request = body.get("request")
         if not isinstance(request, str):
             return refuse("no videoroom request named")
+        if self.subscribe_only and (
+            request in ("publish", "unpublish")
+            or (request == "join" and body.get("ptype") == "publisher")
+        ):
+            return refuse("this Janus only carries the origin's feeds: publish to the origin")
         if request == "join":
             ptype = body.get("ptype")
             fields = _JOIN.get(ptype) if isinstance(ptype, str) else None

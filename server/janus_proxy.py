@@ -54,9 +54,9 @@ _NO_ANSWER = 504
 class JanusProxy:
     """Relays the allowed Janus API requests of the browser pages to one Janus."""
 
-    def __init__(self, janus_url: str, room: int) -> None:
+    def __init__(self, janus_url: str, room: int, *, subscribe_only: bool = False) -> None:
         self._target = janus_url.rstrip("/")
-        self._rules = JanusRules(room)
+        self._rules = JanusRules(room, subscribe_only)
         self._requests: aiohttp.ClientSession | None = None
         self._polls: aiohttp.ClientSession | None = None
 
@@ -141,11 +141,16 @@ _JSON: Mapping[str, str] = {"Content-Type": _JSON_TYPE}
 
 
 def add_janus_proxy(
-    app: web.Application, janus_url: str, *, room: int, path: str = PROXY_PATH
+    app: web.Application,
+    janus_url: str,
+    *,
+    room: int,
+    path: str = PROXY_PATH,
+    subscribe_only: bool = False,
 ) -> None:
     """Serve the allowed part of the Janus API at `path` (`/janus`, or an edge's
-    `/janus-edge/N`), for the VideoRoom `room`."""
-    proxy = JanusProxy(janus_url, room)
+    `/janus-edge/N`, `subscribe_only`), for the VideoRoom `room`."""
+    proxy = JanusProxy(janus_url, room, subscribe_only=subscribe_only)
     app.cleanup_ctx.append(proxy.pools)
     for route in (path, f"{path}/{_TAIL}"):
         app.router.add_route("GET", route, proxy.handle)

@@ -33,7 +33,7 @@ def add_pages(app: web.Application, config: ServerConfig, static: Path = STATIC)
     for index, edge in enumerate(janus.edges):
         if not edge.browser_url:
             path = EDGE_PROXY_PATH.format(index=index)
-            add_janus_proxy(app, edge.url, room=janus.room, path=path)
+            add_janus_proxy(app, edge.url, room=janus.room, path=path, subscribe_only=True)
     for path, page in (
         ("/", "receiver.html"),
         ("/receiver", "receiver.html"),

@@ -265,3 +265,21 @@ def test_what_is_forwarded_is_what_was_checked() -> None:
 )
 def test_transaction_of(payload: dict[str, Any], transaction: str | None) -> None:
     assert transaction_of(payload) == transaction
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"request": "join", "ptype": "publisher", "room": ROOM},
+        {"request": "publish", "video": True},
+        {"request": "unpublish"},
+    ],
+)
+def test_an_edge_lets_pages_watch_only(body: dict[str, Any]) -> None:
+    edge = JanusRules(ROOM, subscribe_only=True)
+    assert RULES.check_plugin_body(body).allowed
+    verdict = edge.check_plugin_body(body)
+    assert not verdict.allowed and "publish to the origin" in verdict.reason
+    watch = {"request": "join", "ptype": "subscriber", "room": ROOM, "streams": [{"feed": 7}]}
+    assert edge.check_plugin_body(watch).allowed
+    assert edge.check_plugin_body({"request": "start"}).allowed
