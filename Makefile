@@ -50,6 +50,7 @@ bench: setup  ## every benchmark; each prints its figures and rewrites its secti
 	$(BIN)/python -m bench.publisher_cpu --write-results
 	$(BIN)/python -m bench.first_frame --write-results
 	$(BIN)/python -m bench.browser_first_frame --write-results
+	$(BIN)/python -m bench.edges --write-results
 
 soak: setup  ## 3000 receivers, senders coming and going, geometry 10/s, for 10 minutes (not in CI)
 	$(BIN)/python -m bench.soak $(BASELINE_ARG) --write-results
