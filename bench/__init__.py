@@ -6,6 +6,7 @@ section of bench/RESULTS.md. Run them from the repository's root as modules:
     python -m bench.publisher_cpu        the appliance's CPU against aiortc encoding itself
     python -m bench.first_frame          a new subscriber's first picture on the appliance
     python -m bench.browser_first_frame  the receiver page in headless Chromium
+    python -m bench.edges                Janus CPU per subscriber with edges; one cascade hop
 
 What they share: `rig` (the work folder, Janus, the processes under test), `servers` (the
 slot servers, ours and the original), `clients` (python-socketio's client, a Janus
