@@ -16,7 +16,7 @@ from playwright.async_api import Page
 
 from cvh_camera.janus import JanusError, JanusSession, JanusUnavailable
 from cvh_camera.janus_local import LocalJanus, make_local_janus
-from cvh_camera.server.config import EdgeSettings, PreactivatedSlot
+from cvh_camera.server.config import EdgeSettings, PreactivatedSlot, ServerConfig
 from tests.integration.appliance_harness import HEIGHT, STREAM_TIMEOUT, TOKEN, WIDTH, appliance
 from tests.integration.browser import chromium
 from tests.integration.harness import Client, RunningServer, run_server, server_config
@@ -40,15 +40,19 @@ def edges(tmp_path: Path) -> Iterator[list[LocalJanus]]:
             edge.stop()
 
 
+def cascade_config(janus: LocalJanus, edges: list[LocalJanus], tmp_path: Path) -> ServerConfig:
+    """The server on `janus` as the origin, with `edges` (started or not)."""
+    config = server_config(janus, tmp_path, room=ROOM, slots=2,
+                           preactivated=(PreactivatedSlot(0, TOKEN),))  # fmt: skip
+    settings = tuple(EdgeSettings(e.http_url, admin_key=e.admin_key) for e in edges)
+    return dataclasses.replace(config, janus=dataclasses.replace(config.janus, edges=settings))
+
+
 @pytest.fixture
 async def cascade(
     janus: LocalJanus, edges: list[LocalJanus], tmp_path: Path
 ) -> AsyncIterator[RunningServer]:
-    config = server_config(janus, tmp_path, room=ROOM, slots=2,
-                           preactivated=(PreactivatedSlot(0, TOKEN),))  # fmt: skip
-    settings = tuple(EdgeSettings(e.http_url, admin_key=e.admin_key) for e in edges)
-    config = dataclasses.replace(config, janus=dataclasses.replace(config.janus, edges=settings))
-    async with run_server(config) as running:
+    async with run_server(cascade_config(janus, edges, tmp_path)) as running:
         yield running
 
 
@@ -194,12 +198,11 @@ async def test_an_edge_down_at_start_never_holds_up_the_origin_and_is_caught_up_
     janus: LocalJanus, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     late = make_local_janus(tmp_path / "late-edge")  # configured, not started yet
-    config = server_config(janus, tmp_path, room=ROOM, slots=2,
-                           preactivated=(PreactivatedSlot(0, TOKEN),))  # fmt: skip
-    edge = EdgeSettings(late.http_url, admin_key=late.admin_key)
-    config = dataclasses.replace(config, janus=dataclasses.replace(config.janus, edges=(edge,)))
     try:
-        async with run_server(config) as server, appliance(server, tmp_path):
+        async with (
+            run_server(cascade_config(janus, [late], tmp_path)) as server,
+            appliance(server, tmp_path),
+        ):
             receiver = await Client().connect(server.url)
             feed_id = (await receiver.next("new_feed", STREAM_TIMEOUT))["feedId"]
             async with viewer_on(http, janus, feed_id) as viewer:  # the origin serves

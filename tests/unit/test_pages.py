@@ -8,8 +8,8 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from cvh_camera.server.config import JanusSettings, ServerConfig
-from cvh_camera.server.pages import STATIC, add_pages
+from cvh_camera.server.config import EdgeSettings, JanusSettings, ServerConfig
+from cvh_camera.server.pages import STATIC, add_pages, browser_janus_url, edge_browser_urls
 
 
 async def client_for(static: Path, config: ServerConfig) -> TestClient:  # type: ignore[type-arg]
@@ -51,3 +51,28 @@ async def test_config_for_the_browser(tmp_path: Path) -> None:
         assert resp.status == 200 and "receiver" in await resp.text()
     finally:
         await client.close()
+
+
+def test_edges_as_the_pages_reach_them() -> None:
+    janus = JanusSettings(
+        browser_url="https://origin.example/janus",
+        edges=(
+            EdgeSettings("http://10.0.0.11:8088/janus"),
+            EdgeSettings("http://10.0.0.12:8088/janus", browser_url="https://e1.example/janus"),
+        ),
+    )
+    assert browser_janus_url(janus) == "https://origin.example/janus"
+    assert edge_browser_urls(janus) == ["/janus-edge/0", "https://e1.example/janus"]
+    assert browser_janus_url(JanusSettings()) == "/janus"
+
+
+async def test_only_edges_without_a_browser_url_get_a_proxy(tmp_path: Path) -> None:
+    janus = JanusSettings(
+        edges=(EdgeSettings("http://127.0.0.1:9/janus"),
+               EdgeSettings("http://127.0.0.1:10/janus", browser_url="https://e1/janus")),
+    )  # fmt: skip
+    app = web.Application()
+    add_pages(app, ServerConfig(janus=janus), STATIC)
+    routes = {getattr(r.resource, "canonical", "") for r in app.router.routes()}
+    assert "/janus-edge/0" in routes and "/janus" in routes
+    assert not any(route.startswith("/janus-edge/1") for route in routes)
