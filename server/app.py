@@ -1,6 +1,6 @@
 """The slot server's aiohttp application: `create_app(config)` builds and wires everything.
 
-Every background task (socket.io outbox, notify writer, Janus room, controller input) is
+Every background task (socket.io outbox, notify writer, Janus room, edges, controller input) is
 started and stopped by a cleanup context of the app; shutdown first tells receivers
 `remove_all_feeds`, then destroys the Janus room and session.
 """
