@@ -57,6 +57,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "EdgeSettings",
+    "IceServer",
     "JanusSettings",
     "PreactivatedSlot",
     "ServerConfig",
@@ -74,7 +75,7 @@ SECONDS_RANGE: Final = (1, 3600)
 DOCUMENTED_SECRET: Final = "default"
 
 _TOKEN_SOURCES: Final = ("token", "token_file", "token_env")
-_SECRET_KEYS: Final = frozenset({"token", "secret", "pin", "admin_key"})
+_SECRET_KEYS: Final = frozenset({"token", "secret", "pin", "admin_key", "credential"})
 MAX_EDGES: Final = 32
 
 
@@ -108,6 +109,15 @@ class EdgeSettings:
 
 
 @dataclass(frozen=True)
+class IceServer:
+    """A STUN or TURN server the browser pages give their peer connections (RTCIceServer)."""
+
+    urls: tuple[str, ...]  # stun:, turn: or turns: URLs
+    username: str = ""
+    credential: str = ""  # a TURN password: sent to every page (browsers need it), never logged
+
+
+@dataclass(frozen=True)
 class JanusSettings:
     """The Janus VideoRoom the server manages."""
 
@@ -119,6 +129,7 @@ class JanusSettings:
     bitrate: int = 128000  # room default bitrate, bit/s
     browser_url: str = ""  # Janus URL handed to browser pages; "" = derive/proxy later
     edges: tuple[EdgeSettings, ...] = ()  # further Janus instances fed from this one
+    ice_servers: tuple[IceServer, ...] = ()  # STUN/TURN for the pages (none: host candidates)
 
 
 @dataclass(frozen=True)
@@ -180,6 +191,7 @@ def describe(config: ServerConfig) -> str:
         f"admin_key={mask(janus.admin_key)} "
         f"bitrate={janus.bitrate} browser_url={janus.browser_url or 'auto'} "
         f"edges={','.join(edge.url for edge in janus.edges) or 'none'} "
+        f"ice_servers={','.join(u for server in janus.ice_servers for u in server.urls) or 'none'} "
         f"log={config.log_level}"
     )
 
@@ -208,6 +220,18 @@ def _room_secret(value: object) -> str:
             'leave it out or set it to "" for a random secret per start'
         )
     return secret
+
+
+def _ice_urls(value: object) -> tuple[str, ...]:
+    expected = f"a URL or a list of URLs starting with {', '.join(_ICE_SCHEMES)}"
+    if value is ...:
+        raise Invalid(f"missing; expected {expected}")
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not urls:
+        raise wrong_type(expected, value)
+    if not all(isinstance(url, str) and url.startswith(_ICE_SCHEMES) for url in urls):
+        raise Invalid(f"expected {expected}")
+    return tuple(urls)
 
 
 def _annotation(value: object) -> str | None:
@@ -242,6 +266,10 @@ _PREACTIVATED: Final = "slots.preactivated"
 _ENTRY_KEYS: Final = ("slot", *_TOKEN_SOURCES, "annotation")
 _ENTRY_SHAPE: Final = "{slot, token | token_file | token_env, annotation}"
 _EDGES: Final = "janus.edges"
+_ICE: Final = "janus.ice_servers"
+_ICE_SHAPE: Final = "{urls, username, credential | credential_file | credential_env}"
+_ICE_KEYS: Final = ("urls", "username", "credential", "credential_file", "credential_env")
+_ICE_SCHEMES: Final = ("stun:", "turn:", "turns:")
 _EDGE_SECRETS: Final = ("secret", "admin_key")
 _EDGE_KEYS: Final = (
     "url",
@@ -256,7 +284,7 @@ class _ServerReader(Reader):
     """The field table, plus the list of preactivated slots and their token sources."""
 
     def server_config(self, data: object) -> ServerConfig:
-        raw = self.layout(data, _FIELDS, extra=[_PREACTIVATED, _EDGES])
+        raw = self.layout(data, _FIELDS, extra=[_PREACTIVATED, _EDGES, _ICE])
         values = self.parse_fields(raw, _FIELDS)
         server: dict[str, Any] = {}
         for section, attrs in values.items():
@@ -268,7 +296,29 @@ class _ServerReader(Reader):
         server["preactivated"] = self.preactivated(raw.get(_PREACTIVATED), count)
         janus = JanusSettings(**values["janus"])
         edges = self.edges(raw.get(_EDGES), origin=janus.url)
-        return ServerConfig(**server, janus=dataclasses.replace(janus, edges=edges))
+        ice = self.ice_servers(raw.get(_ICE))
+        janus = dataclasses.replace(janus, edges=edges, ice_servers=ice)
+        return ServerConfig(**server, janus=janus)
+
+    def ice_servers(self, data: object) -> tuple[IceServer, ...]:
+        if data is None:
+            return ()
+        if not isinstance(data, list):
+            self.report(_ICE, data, str(wrong_type(f"a list of {_ICE_SHAPE}", data)))
+            return ()
+        result: list[IceServer] = []
+        for index, item in enumerate(data):
+            path = f"{_ICE}[{index}]"
+            if not isinstance(item, Mapping):
+                self.report(path, item, str(wrong_type(f"a mapping {_ICE_SHAPE}", item)))
+                continue
+            entry = self.mapping(item, path, _ICE_KEYS)
+            urls = self.check(f"{path}.urls", entry.get("urls", ...), _ice_urls)
+            username = self.check(f"{path}.username", entry.get("username", ""), STRING)
+            credential = self.edge_secret(entry, path, "credential", STRING)
+            if urls is not None and username is not None and credential is not None:
+                result.append(IceServer(urls, username, credential))
+        return tuple(result)
 
     def edges(self, data: object, *, origin: str) -> tuple[EdgeSettings, ...]:
         if data is None:

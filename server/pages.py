@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from cvh_camera.server.config import JanusSettings, ServerConfig
+from cvh_camera.server.config import IceServer, JanusSettings, ServerConfig
 from cvh_camera.server.janus_proxy import EDGE_PROXY_PATH, PROXY_PATH, add_janus_proxy
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,20 @@ async def _page_config(request: web.Request) -> web.Response:
         "socketioPath": config.socketio_path,
         "janusUrl": browser_janus_url(config.janus),
         "room": config.janus.room,
+        "iceServers": [_ice_server(server) for server in config.janus.ice_servers],
         "slots": config.slots,
     }
     return web.json_response(body, headers={"Cache-Control": "no-cache"})
+
+
+def _ice_server(server: IceServer) -> dict[str, object]:
+    """An RTCIceServer for the pages' peer connections."""
+    entry: dict[str, object] = {"urls": list(server.urls)}
+    if server.username:
+        entry["username"] = server.username
+    if server.credential:
+        entry["credential"] = server.credential
+    return entry
 
 
 def browser_janus_url(janus: JanusSettings) -> str:

@@ -16,7 +16,7 @@ from playwright.async_api import Page
 
 from cvh_camera.janus import JanusError, JanusSession, JanusUnavailable
 from cvh_camera.janus_local import LocalJanus, make_local_janus
-from cvh_camera.server.config import EdgeSettings, PreactivatedSlot, ServerConfig
+from cvh_camera.server.config import EdgeSettings, IceServer, PreactivatedSlot, ServerConfig
 from tests.integration.appliance_harness import HEIGHT, STREAM_TIMEOUT, TOKEN, WIDTH, appliance
 from tests.integration.browser import chromium
 from tests.integration.harness import Client, RunningServer, run_server, server_config
@@ -24,6 +24,8 @@ from tests.support.viewer import FeedViewer
 
 ROOM = 4242
 SWITCH_SECONDS = 5.0  # the page plays again from another edge within this after its edge died
+# Nobody listens there: the pages must pass it to their peer connections, nothing more.
+ICE_SERVER = IceServer(("stun:127.0.0.1:9",))
 
 
 @pytest.fixture
@@ -45,7 +47,8 @@ def cascade_config(janus: LocalJanus, edges: list[LocalJanus], tmp_path: Path) -
     config = server_config(janus, tmp_path, room=ROOM, slots=2,
                            preactivated=(PreactivatedSlot(0, TOKEN),))  # fmt: skip
     settings = tuple(EdgeSettings(e.http_url, admin_key=e.admin_key) for e in edges)
-    return dataclasses.replace(config, janus=dataclasses.replace(config.janus, edges=settings))
+    janus = dataclasses.replace(config.janus, edges=settings, ice_servers=(ICE_SERVER,))
+    return dataclasses.replace(config, janus=janus)
 
 
 @pytest.fixture
@@ -185,6 +188,8 @@ async def test_the_receiver_page_plays_from_its_edge_and_moves_when_it_dies(
         await page.goto(cascade.url)
         state = await wait_playing(page, STREAM_TIMEOUT)
         assert state["edge"] in (0, 1)
+        ice = "() => window.cvhReceiver.views.get(0).pc.getConfiguration().iceServers"
+        assert [server["urls"] for server in await page.evaluate(ice)] == [list(ICE_SERVER.urls)]
         health = await (await http.get(f"{cascade.url}/healthz")).json()
         assert health["receivers"][str(state["edge"])] == 1
 

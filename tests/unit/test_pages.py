@@ -45,6 +45,7 @@ async def test_config_for_the_browser(tmp_path: Path) -> None:
             "socketioPath": "/socket.io/5000",
             "janusUrl": "/janus",  # proxied on the server's own origin
             "room": 1234,
+            "iceServers": [],
             "slots": 4,
         }
         resp = await client.get("/")

@@ -15,6 +15,7 @@ from cvh_camera.server.config import (
     ConfigError,
     ConfigProblem,
     EdgeSettings,
+    IceServer,
     JanusSettings,
     PreactivatedSlot,
     ServerConfig,
@@ -61,7 +62,7 @@ def test_shipped_file_lists_every_key() -> None:
         "senders": ["attempt_window", "failed_attempts", "publisher_grace"],
         "slots": ["count", "preactivated"],
         "controller": ["notify_path", "stdin"],
-        "janus": ["admin_key", "bitrate", "browser_url", "edges", "pin", "room", "secret", "url"],
+        "janus": sorted(f.name for f in dataclasses.fields(JanusSettings)),
         "log": ["level"],
     }
     janus_fields = {f.name for f in dataclasses.fields(JanusSettings)}
@@ -376,7 +377,8 @@ def test_describe_defaults() -> None:
         "listen=0.0.0.0:5000 socketio_path=/socket.io cors=own-origin compression=off "
         "attempts=5/10s publisher_grace=10s slots=4 preactivated=none "
         "stdin=on notify=none janus=http://127.0.0.1:8088/janus room=1000 secret=random "
-        "pin='' admin_key='' bitrate=128000 browser_url=auto edges=none log=info"
+        "pin='' admin_key='' bitrate=128000 browser_url=auto edges=none ice_servers=none "
+        "log=info"
     )
     assert describe(ServerConfig(host="::")).startswith("listen=[::]:5000 ")
 
@@ -537,3 +539,40 @@ def test_bad_edges_are_named(in_tmp: Path, edges: str, expected: str) -> None:
 def test_an_edge_secret_never_shows(in_tmp: Path) -> None:
     problems = problems_of("janus:\n  edges: [{url: x, secret: [hunter2-hunter2]}]\n")
     assert problems and not any("hunter2" in problem for problem in problems)
+
+
+# --- ICE servers for the pages ---
+
+
+def test_ice_servers(in_tmp: Path) -> None:
+    config = load_text(
+        "janus:\n  ice_servers:\n"
+        "    - urls: 'stun:stun.example.org:3478'\n"
+        "    - {urls: ['turn:t.example.org', 'turns:t.example.org:443'], username: cvh,"
+        " credential_env: TURN_PASSWORD}\n",
+        {"TURN_PASSWORD": "turn-secret-1234"},
+    )
+    assert config.janus.ice_servers == (
+        IceServer(("stun:stun.example.org:3478",)),
+        IceServer(("turn:t.example.org", "turns:t.example.org:443"), "cvh", "turn-secret-1234"),
+    )
+    assert "turn-secret-1234" not in describe(config)
+    assert "ice_servers=stun:stun.example.org:3478,turn:t.example.org," in describe(config)
+
+
+@pytest.mark.parametrize(
+    ("servers", "expected"),
+    [
+        ("stun:x", "janus.ice_servers = 'stun:x': expected a list of {urls,"),
+        ("[{}]", "janus.ice_servers[0].urls: missing; expected a URL or a list of URLs"),
+        ("[{urls: 'http://x'}]", "starting with stun:, turn:, turns:"),
+        ("[{urls: []}]", "expected a URL or a list of URLs"),
+        ("[{urls: 'turn:x', credential: a, credential_env: B}]", "at most one of credential"),
+        ("[{urls: 'turn:x', pass: a}]", "janus.ice_servers[0].pass: unknown key"),
+        ("[{urls: 'turn:x', credential: [hunter2-hunter2]}]", "ice_servers[0].credential = "),
+    ],
+)
+def test_bad_ice_servers_are_named(in_tmp: Path, servers: str, expected: str) -> None:
+    problems = problems_of(f"janus:\n  ice_servers: {servers}\n")
+    assert any(expected in problem for problem in problems), problems
+    assert not any("hunter2" in problem for problem in problems)

@@ -84,11 +84,12 @@ class JanusLink {
 // ---------------------------------------------------------------- one feed
 
 class FeedView {
-  constructor(slot, janus, room, pin) {
+  constructor(slot, janus, room, pin, iceServers) {
     this.slot = slot;
     this.janus = janus;
     this.room = room;
     this.pin = pin;
+    this.iceServers = iceServers;
     this.state = null;
     this.pc = null;
     this.handle = null;
@@ -154,7 +155,7 @@ class FeedView {
     const join = { request: "join", ptype: "subscriber", room: this.room, streams: [{ feed: this.state.feedId }] };
     if (this.pin) join.pin = this.pin;
     const { jsep } = await handle.message(join);
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     this.pc = pc;
     pc.ontrack = (event) => {
       this.video.srcObject = event.streams[0] || new MediaStream([event.track]);
@@ -290,7 +291,7 @@ async function main() {
   };
 
   const setFeed = (slot, state) => {
-    if (!views.has(slot)) views.set(slot, new FeedView(slot, janus, room, pin));
+    if (!views.has(slot)) views.set(slot, new FeedView(slot, janus, room, pin, config.iceServers || []));
     views.get(slot).update(state);
     relayout();
   };

@@ -64,6 +64,7 @@ async function loadSettings() {
     socketioPath: config.socketioPath || "/socket.io",
     janusUrl: new URL(config.janusUrl || "/janus", location.href).href,
     room: Number(query.get("room") || config.room || 1000),
+    iceServers: config.iceServers || [],
     slot: query.get("slot") || "0", // the server checks it and names what is wrong
     token: query.get("token") ?? undefined, // absent: the server answers "No token provided"
     pin: pin === null ? null : pin === "none" ? "" : pin, // null: ask the user
@@ -217,7 +218,7 @@ class Publisher {
   }
 
   async #publish(track) {
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = new RTCPeerConnection({ iceServers: this.settings.iceServers });
     this.pc = pc;
     track.contentHint = "detail"; // under a low bitrate limit: fewer frames, never a smaller picture
     preferH264(pc.addTransceiver(track, { direction: "sendonly" }));
