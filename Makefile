@@ -26,7 +26,7 @@ server: setup  ## the slot server with config/server.yaml
 
 check: test image-test  ## everything CI runs (.ci/run): lint, type check, all tests, the emulated SD image
 
-test: setup lint  ## lint, type check, unit and integration tests (a few minutes)
+test: setup lint  ## lint, type check, unit and integration tests (~4 min)
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -40,7 +40,7 @@ unit: setup
 integration: setup
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-image-test: setup  ## the SD image end to end in an emulated arm64 machine (root; cold ~22 min, warm ~5 min)
+image-test: setup  ## the SD image end to end in an emulated arm64 machine (root; cold ~25-40 min, warm ~6 min)
 	image/emulate/prepare-host.sh
 	image/emulate/build-rootfs.sh >/dev/null
 	CVH_IMAGE_TEST=1 $(BIN)/python -m pytest tests/image $(PYTEST_ARGS)
