@@ -16,7 +16,7 @@ import difflib
 import os
 import reprlib
 import stat
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -268,6 +268,24 @@ class Reader:
                 hint = suggestion(name, known) or f"; expected one of: {', '.join(known)}"
                 self.report(f"{path}.{name}" if path else name, ..., f"unknown key{hint}")
         return result
+
+    def entries(
+        self, data: object, path: str, shape: str, known: Sequence[str]
+    ) -> Iterator[tuple[str, dict[str, object]]]:
+        """The mappings of the list at `path` (``None`` = empty), each reduced to its known
+        keys, with its own path (`path[i]`); reports a non-list and entries that are not
+        mappings, and skips them."""
+        if data is None:
+            return
+        if not isinstance(data, list):
+            self.report(path, data, str(wrong_type(f"a list of {shape}", data)))
+            return
+        for index, item in enumerate(data):
+            at = f"{path}[{index}]"
+            if not isinstance(item, Mapping):
+                self.report(at, item, str(wrong_type(f"a mapping {shape}", item)))
+                continue
+            yield at, self.mapping(item, at, known)
 
     def token_from_file(self, key: str, name: str) -> str | None:
         """The one-line token in file ``name`` (relative to ``base_dir``), or ``None``

@@ -301,18 +301,8 @@ class _ServerReader(Reader):
         return ServerConfig(**server, janus=janus)
 
     def ice_servers(self, data: object) -> tuple[IceServer, ...]:
-        if data is None:
-            return ()
-        if not isinstance(data, list):
-            self.report(_ICE, data, str(wrong_type(f"a list of {_ICE_SHAPE}", data)))
-            return ()
         result: list[IceServer] = []
-        for index, item in enumerate(data):
-            path = f"{_ICE}[{index}]"
-            if not isinstance(item, Mapping):
-                self.report(path, item, str(wrong_type(f"a mapping {_ICE_SHAPE}", item)))
-                continue
-            entry = self.mapping(item, path, _ICE_KEYS)
+        for path, entry in self.entries(data, _ICE, _ICE_SHAPE, _ICE_KEYS):
             urls = self.check(f"{path}.urls", entry.get("urls", ...), _ice_urls)
             username = self.check(f"{path}.username", entry.get("username", ""), STRING)
             credential = self.edge_secret(entry, path, "credential", STRING)
@@ -321,20 +311,14 @@ class _ServerReader(Reader):
         return tuple(result)
 
     def edges(self, data: object, *, origin: str) -> tuple[EdgeSettings, ...]:
-        if data is None:
-            return ()
-        if not isinstance(data, list):
-            self.report(_EDGES, data, str(wrong_type(f"a list of {_EDGE_SHAPE}", data)))
-            return ()
-        if len(data) > MAX_EDGES:
+        if isinstance(data, list) and len(data) > MAX_EDGES:
             self.report(_EDGES, ..., f"{len(data)} entries; at most {MAX_EDGES} edges")
             return ()
         seen = {origin.rstrip("/"): "janus.url"}
         result: list[EdgeSettings] = []
-        for index, item in enumerate(data):
-            path = f"{_EDGES}[{index}]"
+        for path, entry in self.entries(data, _EDGES, _EDGE_SHAPE, _EDGE_KEYS):
             known_problems = len(self.problems)
-            edge = self.edge(item, path)
+            edge = self.edge(entry, path)
             if edge is not None and edge.url.rstrip("/") in seen:
                 other = seen[edge.url.rstrip("/")]
                 self.report(f"{path}.url", edge.url, f"the same Janus as {other}")
@@ -343,11 +327,7 @@ class _ServerReader(Reader):
                 result.append(edge)
         return tuple(result)
 
-    def edge(self, item: object, path: str) -> EdgeSettings | None:
-        if not isinstance(item, Mapping):
-            self.report(path, item, str(wrong_type(f"a mapping {_EDGE_SHAPE}", item)))
-            return None
-        entry = self.mapping(item, path, _EDGE_KEYS)
+    def edge(self, entry: Mapping[str, object], path: str) -> EdgeSettings | None:
         if "url" not in entry:
             self.report(f"{path}.url", ..., "missing; expected the edge's Janus HTTP API URL")
             return None
@@ -386,21 +366,10 @@ class _ServerReader(Reader):
         return self.token_from_env(key, reference)
 
     def preactivated(self, data: object, count: int | None) -> tuple[PreactivatedSlot, ...]:
-        if data is None:
-            return ()
-        if not isinstance(data, list):
-            expected = f"a list of {_ENTRY_SHAPE}"
-            self.report(_PREACTIVATED, data, str(wrong_type(expected, data)))
-            return ()
         owners: dict[int, str] = {}
         result: list[PreactivatedSlot] = []
-        for index, item in enumerate(data):
-            path = f"{_PREACTIVATED}[{index}]"
-            if not isinstance(item, Mapping):
-                self.report(path, item, str(wrong_type(f"a mapping {_ENTRY_SHAPE}", item)))
-                continue
+        for path, entry in self.entries(data, _PREACTIVATED, _ENTRY_SHAPE, _ENTRY_KEYS):
             known_problems = len(self.problems)
-            entry = self.mapping(item, path, _ENTRY_KEYS)
             slot = self.entry_slot(entry, path, count, owners)
             token = self.entry_token(entry, path)
             annotation = self.check(f"{path}.annotation", entry.get("annotation"), _annotation)
