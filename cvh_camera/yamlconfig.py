@@ -287,6 +287,38 @@ class Reader:
                 continue
             yield at, self.mapping(item, at, known)
 
+    def secret(
+        self,
+        entry: Mapping[str, object],
+        path: str,
+        name: str,
+        parse: Callable[[object], str],
+        *,
+        required: bool = False,
+    ) -> str | None:
+        """A token or secret of `entry` given inline (`name`, checked by `parse`), in a file
+        (`name_file`) or in the environment (`name_env`): at most one of them, or exactly
+        one if `required`. "" when none is given; None after reporting a problem."""
+        keys = (name, f"{name}_file", f"{name}_env")
+        sources = [key for key in keys if key in entry]
+        if len(sources) > 1 or (required and not sources):
+            quantity = "exactly" if required else "at most"
+            got = ", ".join(sources) or "none"
+            self.report(path, ..., f"expected {quantity} one of {', '.join(keys)}; got {got}")
+            return None
+        if not sources:
+            return ""
+        source, key = sources[0], f"{path}.{sources[0]}"
+        if source == name:
+            value: str | None = self.check(key, entry[source], parse)
+            return value
+        reference: str | None = self.check(key, entry[source], NONEMPTY)
+        if reference is None:
+            return None
+        if source.endswith("_file"):
+            return self.token_from_file(key, reference)
+        return self.token_from_env(key, reference)
+
     def token_from_file(self, key: str, name: str) -> str | None:
         """The one-line token in file ``name`` (relative to ``base_dir``), or ``None``
         after reporting why not."""

@@ -20,7 +20,7 @@ machinery (problems, strict YAML, value parsers, the field reader) is ``wire.yam
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -305,7 +305,7 @@ class _ServerReader(Reader):
         for path, entry in self.entries(data, _ICE, _ICE_SHAPE, _ICE_KEYS):
             urls = self.check(f"{path}.urls", entry.get("urls", ...), _ice_urls)
             username = self.check(f"{path}.username", entry.get("username", ""), STRING)
-            credential = self.edge_secret(entry, path, "credential", STRING)
+            credential = self.secret(entry, path, "credential", STRING)
             if urls is not None and username is not None and credential is not None:
                 result.append(IceServer(urls, username, credential))
         return tuple(result)
@@ -337,33 +337,11 @@ class _ServerReader(Reader):
             for key in ("rtp_host", "browser_url")
             if key in entry
         }
-        values["secret"] = self.edge_secret(entry, path, "secret", _room_secret)
-        values["admin_key"] = self.edge_secret(entry, path, "admin_key", STRING)
+        values["secret"] = self.secret(entry, path, "secret", _room_secret)
+        values["admin_key"] = self.secret(entry, path, "admin_key", STRING)
         if url is None or None in values.values():
             return None
         return EdgeSettings(url=url, **values)
-
-    def edge_secret(
-        self, entry: Mapping[str, object], path: str, name: str, parse: Callable[[object], str]
-    ) -> str | None:
-        """An edge's secret or admin key, inline, from a file or from the environment
-        ("" when none is given, None after reporting a problem)."""
-        sources = [key for key in (name, f"{name}_file", f"{name}_env") if key in entry]
-        if len(sources) > 1:
-            self.report(path, ..., f"expected at most one of {name}, {name}_file, {name}_env")
-            return None
-        if not sources:
-            return ""
-        source, key = sources[0], f"{path}.{sources[0]}"
-        if source == name:
-            value: str | None = self.check(key, entry[source], parse)
-            return value
-        reference: str | None = self.check(key, entry[source], NONEMPTY)
-        if reference is None:
-            return None
-        if source.endswith("_file"):
-            return self.token_from_file(key, reference)
-        return self.token_from_env(key, reference)
 
     def preactivated(self, data: object, count: int | None) -> tuple[PreactivatedSlot, ...]:
         owners: dict[int, str] = {}
@@ -395,17 +373,4 @@ class _ServerReader(Reader):
         return slot
 
     def entry_token(self, entry: Mapping[str, object], path: str) -> str | None:
-        sources = [key for key in _TOKEN_SOURCES if key in entry]
-        if len(sources) != 1:
-            expected = "exactly one of " + ", ".join(_TOKEN_SOURCES)
-            self.report(path, ..., f"expected {expected}; got {', '.join(sources) or 'none'}")
-            return None
-        key = f"{path}.{sources[0]}"
-        text: str | None = self.check(key, entry[sources[0]], NONEMPTY)
-        if text is None:
-            return None
-        if sources[0] == "token_file":
-            return self.token_from_file(key, text)
-        if sources[0] == "token_env":
-            return self.token_from_env(key, text)
-        return text
+        return self.secret(entry, path, "token", NONEMPTY, required=True)
