@@ -72,7 +72,7 @@ class JanusProxy:
         tail = request.match_info.get("tail", "")
         where = where_of(tail)
         if where is None:  # the route's pattern lets only Janus paths through
-            return _refused(request, tail, "not a Janus API path", None, status=404)
+            return _refused(request, "not a Janus API path", None, status=404)
         if request.method == "GET":
             return await self._get(request, tail, where)
         return await self._post(request, tail, where)
@@ -81,7 +81,7 @@ class JanusProxy:
         verdict = self._rules.check_get(where, request.query)
         if not verdict.allowed:
             # 403, not 200: a long-poll loop takes a 200 for events and polls again at once
-            return _refused(request, tail, verdict.reason, None, status=REFUSED)
+            return _refused(request, verdict.reason, None, status=REFUSED)
         polling = where is Where.SESSION
         http = self._polls if polling else self._requests
         seconds = POLL_TIMEOUT if polling else REQUEST_TIMEOUT
@@ -101,7 +101,7 @@ class JanusProxy:
         verdict = self._rules.check_post(where, payload)
         if not verdict.allowed:
             # HTTP 200, like Janus's own errors: janus.js then reports the reason
-            return _refused(request, tail, verdict.reason, transaction, status=200)
+            return _refused(request, verdict.reason, transaction, status=200)
         body = encode_body(payload)
         return await self._relay(request, tail, self._requests, body, REQUEST_TIMEOUT, transaction)
 
@@ -187,7 +187,7 @@ def janus_error(code: int, reason: str, transaction: str | None, status: int) ->
 
 
 def _refused(
-    request: web.Request, tail: str, reason: str, transaction: str | None, *, status: int
+    request: web.Request, reason: str, transaction: str | None, *, status: int
 ) -> web.Response:
     peer, method, path = request.remote, request.method, _path(request)
     log.warning("janus proxy refused peer=%s %s %s: %s", peer, method, path, reason)

@@ -211,10 +211,7 @@ class JanusRoom:
         """A publisher's streams (type, codec, its mid), as a new subscriber is offered
         them: a handle of our session joins as its subscriber, reads the offer's summary
         and detaches without answering it (nothing flows)."""
-        session = self._session
-        if session is None or self.state is not RoomState.READY:
-            raise RoomUnavailable(f"room {self._settings.room} is {self.state.value}")
-        handle = await session.attach("janus.plugin.videoroom")
+        handle = await self._ready_handle().session.attach("janus.plugin.videoroom")
         try:
             join = {"request": "join", "ptype": "subscriber", "room": self._settings.room,
                     "streams": [{"feed": feed_id}]}  # fmt: skip

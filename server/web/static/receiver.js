@@ -60,7 +60,7 @@ class JanusLink {
     for (;;) {
       try {
         if (!this.url) {
-          const { janusUrl, edge } = await this.choose(this.avoid || []);
+          const { janusUrl, edge } = await this.choose(this.avoid);
           this.url = new URL(janusUrl, location.href).href;
           this.edge = edge ?? null;
         }
