@@ -56,7 +56,11 @@ if [ ! -f "$stamp" ] || [ requirements/dev.txt -nt "$stamp" ] ||
     echo "setup: installing the locked dependencies and the project into .venv"
     pip_install -q --require-hashes --no-deps -r requirements/build.txt -r requirements/dev.txt
     pip_install -q --no-deps --no-build-isolation -e .
-    .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check >&2; exit 1; }
+    if ! conflicts=$(.venv/bin/python -m pip check); then
+        echo "$conflicts" >&2
+        echo "setup: pip check failed" >&2
+        exit 1
+    fi
     .venv/bin/python -c "import cvh_camera.server.app, cvh_camera.appliance.cli, playwright"
     touch "$stamp"
 fi
